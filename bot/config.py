@@ -1,0 +1,156 @@
+"""Settings: `config.toml` plus the environment, in one typed object.
+
+    >>> from bot.config import load_settings
+    >>> settings = load_settings()            # the config.toml next to the project, or built-in defaults
+    >>> settings.train.learning_rate
+    0.0001372
+    >>> settings = load_settings("my.toml")    # another file; unknown keys and bad values raise ConfigError
+
+Every key has a default, so a file only needs the keys it changes. Secrets never come from the file:
+they are read from the environment (see `Secrets`) and are never printed: their repr is masked.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from bot.errors import SECRET_ENV_NAMES, ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(Section):
+    min_words: int = Field(3, ge=1, le=50)
+    keep_newlines: bool = False
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    min_kept_posts: int = Field(100, ge=1)
+    max_handles: int = Field(3, ge=1, le=3)
+    seed: int = 42
+
+
+class TrainSettings(Section):
+    base_model: str = "openai-community/gpt2"
+    learning_rate: float = Field(1.372e-4, gt=0, lt=1)
+    epochs: int = Field(4, ge=1, le=100)
+    batch_size: int = Field(8, ge=1, le=1024)
+    block_size: int = Field(256, ge=16, le=8192)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)
+    early_stopping: bool = True
+    seed: int = 42
+    prompt: str = Field("My dream is", min_length=1, max_length=200)
+    num_samples: int = Field(8, ge=1, le=64)
+    sample_max_new_tokens: int = Field(60, ge=8, le=512)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class HubSettings(Section):
+    backend: Literal["hub", "local"] = "hub"
+    organization: str = Field("huggingtweets", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+    private: bool = False
+    local_dir: Path = Path("hub")
+    max_retries: int = Field(5, ge=0, le=20)
+
+
+class XSettings(Section):
+    max_tweets_per_user: int = Field(3200, ge=5, le=3200)
+    cache_dir: Path = Path("state/x-cache")
+    cache_ttl_hours: float = Field(24.0, ge=0)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    max_retries: int = Field(5, ge=0, le=20)
+    rate_limit_max_wait_seconds: float = Field(900.0, ge=0)
+    rate_limit_default_wait_seconds: float = Field(60.0, ge=0)
+
+
+class BotSettings(Section):
+    handle: str = Field("huggingtweets", pattern=r"^[A-Za-z0-9_]{1,15}$")
+    mode: Literal["public", "consented", "self"] = "public"
+    source: Literal["x", "local"] = "x"
+    state_db: Path = Path("state/bot.sqlite3")
+    inbox: Path = Path("state/inbox.jsonl")
+    outbox: Path = Path("state/outbox.jsonl")
+    archives_dir: Path = Path("archives")
+    work_dir: Path = Path("state/work")
+    poll_interval_seconds: float = Field(60.0, ge=1)
+    quota_per_day: int = Field(3, ge=0)
+    max_queue: int = Field(50, ge=1)
+    blocklist: list[str] = []
+    reuse_days: float = Field(30.0, ge=0)
+    job_timeout_seconds: float = Field(3600.0, ge=10)
+    max_attempts: int = Field(3, ge=1, le=20)
+
+
+class Secrets:
+    """Credentials from the environment only. `repr()` never shows a value."""
+
+    NAMES = SECRET_ENV_NAMES
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self._values = {name: SecretStr(env[name]) for name in self.NAMES if env.get(name)}
+
+    def get(self, name: str) -> str | None:
+        value = self._values.get(name)
+        return value.get_secret_value() if value else None
+
+    def all_values(self) -> list[str]:
+        """Every secret value, for scrubbing text before it is shown or logged."""
+        return [v.get_secret_value() for v in self._values.values()]
+
+    def __repr__(self) -> str:
+        return f"Secrets({', '.join(f'{k}=***' for k in self._values)})"
+
+
+class Settings(Section):
+    data: DataSettings = DataSettings()
+    train: TrainSettings = TrainSettings()
+    hub: HubSettings = HubSettings()
+    x: XSettings = XSettings()
+    bot: BotSettings = BotSettings()
+
+    @property
+    def secrets(self) -> Secrets:
+        return Secrets()
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Read a config file (default: the project's `config.toml`, or built-in defaults if it is absent).
+
+    Relative paths inside the file are kept as written: they are relative to the working directory.
+    """
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return Settings()
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_settings(raw, source=str(path))
+
+
+def parse_settings(raw: dict, source: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            section = first["loc"][0] if len(first["loc"]) > 1 else None
+            model = Settings.model_fields[section].annotation if section in Settings.model_fields else Settings
+            allowed = ", ".join(model.model_fields)
+            raise ConfigError(f"{source}: unknown key '{key}' (allowed here: {allowed})") from None
+        raise ConfigError(f"{source}: '{key}': {first['msg']}") from None

@@ -1,0 +1,53 @@
+"""The errors a user can cause or meet. The CLI prints them as one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import os
+
+
+class UserError(Exception):
+    """Something the user can fix: bad input, a missing file, a refused credential. Exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """The command was called wrongly. Exit status 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """config.toml has an unknown key or a bad value; the message names the key."""
+
+
+class HandleError(UsageError):
+    """Something that is not an X handle."""
+
+
+class ArchiveError(UserError):
+    """An archive that cannot be read; the message names the file."""
+
+
+class NotEnoughDataError(UserError):
+    """Too few posts left after cleaning; the message gives each user's counts."""
+
+
+SECRET_ENV_NAMES = (
+    "HF_TOKEN",
+    "X_BEARER_TOKEN",
+    "X_API_KEY",
+    "X_API_SECRET",
+    "X_ACCESS_TOKEN",
+    "X_ACCESS_TOKEN_SECRET",
+)
+
+
+def scrub(text: str, environ: dict[str, str] | None = None) -> str:
+    """Replace every secret from the environment found in `text` with `***`."""
+    env = os.environ if environ is None else environ
+    for name in SECRET_ENV_NAMES:
+        value = env.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
