@@ -51,3 +51,24 @@ def scrub(text: str, environ: dict[str, str] | None = None) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, "***")
     return text
+
+
+class AccountError(UserError):
+    """An account that cannot be modelled: unknown, suspended or protected. Permanent: never retried."""
+
+    MESSAGES = {
+        "unknown": "@{handle} does not exist",
+        "suspended": "@{handle} is suspended",
+        "protected": "@{handle} has protected posts, which are never downloaded",
+    }
+
+    def __init__(self, handle: str, reason: str):
+        self.handle = handle
+        self.reason = reason  # "unknown", "suspended" or "protected"
+        super().__init__(self.MESSAGES.get(reason, "@{handle}: " + reason).format(handle=handle))
+
+
+class TransientError(UserError):
+    """A failure that may pass (network, 5xx, rate limit): the bot retries later."""
+
+    transient = True

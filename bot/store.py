@@ -1,0 +1,411 @@
+"""The bot's state in SQLite: requests and their state machine, the mentions cursor, consents, publications.
+
+    >>> from bot.store import Store
+    >>> store = Store("state/bot.sqlite3")            # created and migrated on first use
+    >>> store.cursor("mentions")                      # None until the first poll
+    >>> [r.state for r in store.requests()]
+
+A request moves through
+
+    received ─┬─> rejected                              (a reply says why)
+              ├─> ignored                               (no reply: not a command, the bot's own post)
+              ├─> replying ─> done                      (help, opt in, a recent model reused)
+              └─> queued ─> downloading ─> training ─> publishing ─> replying ─> done
+                     └──────────┴─────────────┴────────────┴─> failed   (a reply says why)
+
+Every transition is one transaction and one log line. Replies are sent exactly once: `reply_status`
+goes pending -> sending (committed before the post is sent) -> sent, and a request found `sending`
+after a crash is checked against the bot's own recent replies before anything is sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.failpoints import failpoint
+
+log = logging.getLogger("huggingtweets.store")
+
+TRANSITIONS: dict[str, set[str]] = {
+    "received": {"rejected", "ignored", "replying", "queued"},
+    "queued": {"downloading", "replying", "failed"},
+    "downloading": {"training", "failed"},
+    "training": {"publishing", "failed"},
+    "publishing": {"replying", "failed"},
+    "replying": {"done"},
+    "rejected": set(),
+    "ignored": set(),
+    "failed": set(),
+    "done": set(),
+}
+ACTIVE_STATES = ("queued", "downloading", "training", "publishing")
+FINAL_STATES = ("rejected", "ignored", "failed", "done")
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        mention_id TEXT NOT NULL UNIQUE,
+        requester TEXT NOT NULL,
+        requester_id TEXT,
+        text TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        handles TEXT NOT NULL DEFAULT '[]',
+        repo TEXT,
+        state TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        model_url TEXT,
+        sample TEXT,
+        reply_text TEXT,
+        reply_status TEXT NOT NULL DEFAULT 'none' CHECK (reply_status IN ('none', 'pending', 'sending', 'sent')),
+        reply_id TEXT,
+        mention_created_at TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX requests_by_state ON requests(state, next_attempt_at);
+    CREATE INDEX requests_by_requester ON requests(requester, created_at);
+    CREATE INDEX requests_by_reply ON requests(reply_status);
+    CREATE TABLE transitions (
+        request_id INTEGER NOT NULL REFERENCES requests(id),
+        at REAL NOT NULL,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        note TEXT
+    );
+    CREATE INDEX transitions_by_request ON transitions(request_id);
+    CREATE TABLE cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE consents (
+        handle TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('in', 'out')),
+        at REAL NOT NULL
+    );
+    CREATE TABLE published (
+        repo TEXT PRIMARY KEY,
+        handles TEXT NOT NULL,
+        model_url TEXT NOT NULL,
+        sample TEXT,
+        published_at REAL NOT NULL
+    );
+    """,
+]
+
+
+class TransitionError(RuntimeError):
+    """A state change the state machine does not allow: a bug, never a user's doing."""
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    mention_id: str
+    requester: str
+    requester_id: str | None
+    text: str
+    kind: str
+    handles: tuple[str, ...]
+    repo: str | None
+    state: str
+    reason: str | None
+    attempts: int
+    next_attempt_at: float
+    model_url: str | None
+    sample: str | None
+    reply_text: str | None
+    reply_status: str
+    reply_id: str | None
+    mention_created_at: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Request:
+        data = dict(row)
+        data["handles"] = tuple(json.loads(data["handles"]))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """What the policy decided for a mention, ready to store."""
+
+    mention_id: str
+    requester: str
+    text: str
+    kind: str
+    state: str  # the first state after "received"
+    handles: tuple[str, ...] = ()
+    repo: str | None = None
+    reason: str | None = None
+    reply_text: str | None = None
+    model_url: str | None = None
+    sample: str | None = None
+    requester_id: str | None = None
+    mention_created_at: str | None = None
+
+
+class Store:
+    """One SQLite database (WAL mode), safe to share between the scheduler's threads."""
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- schema ---------------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"{self.path}: schema version {version} is newer than this program knows")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: all of it lands, or none of it. Nested calls join the outer one."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    # --- mentions in ----------------------------------------------------------------------------
+
+    def ingest(self, mentions: Iterable, decide: Callable[[object], NewRequest], cursor_name: str = "mentions",
+               cursor_value: str | None = None) -> list[Request]:
+        """Store new mentions with what `decide` made of each, and move the cursor, in one transaction.
+
+        A mention already stored is skipped, so reading the same page twice after a crash is harmless.
+        """
+        created: list[Request] = []
+        with self.transaction() as db:
+            for mention in mentions:
+                if db.execute("SELECT 1 FROM requests WHERE mention_id = ?", (str(mention.id),)).fetchone():
+                    continue
+                new = decide(mention)
+                created.append(self._insert(db, new))
+            if cursor_value is not None:
+                db.execute("INSERT INTO cursors(name, value) VALUES (?, ?) "
+                           "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (cursor_name, cursor_value))
+        for r in created:
+            log.info("request %d: received -> %s (%s @%s%s)", r.id, r.state, r.kind, r.requester,
+                     f": {r.reason}" if r.reason else "")
+        if created:
+            failpoint("ingested")
+        return created
+
+    def _insert(self, db: sqlite3.Connection, new: NewRequest) -> Request:
+        if new.state not in TRANSITIONS["received"]:
+            raise TransitionError(f"a new request cannot start in {new.state!r}")
+        now = self.clock()
+        reply_status = "pending" if new.reply_text else "none"
+        cur = db.execute(
+            "INSERT INTO requests (mention_id, requester, requester_id, text, kind, handles, repo, state, reason,"
+            " model_url, sample, reply_text, reply_status, mention_created_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (str(new.mention_id), new.requester, new.requester_id, new.text, new.kind, json.dumps(list(new.handles)),
+             new.repo, new.state, new.reason, new.model_url, new.sample, new.reply_text, reply_status,
+             new.mention_created_at, now, now))
+        rid = cur.lastrowid
+        db.execute("INSERT INTO transitions VALUES (?, ?, NULL, 'received', NULL)", (rid, now))
+        db.execute("INSERT INTO transitions VALUES (?, ?, 'received', ?, ?)", (rid, now, new.state, new.reason))
+        return self._get(db, rid)
+
+    # --- state changes --------------------------------------------------------------------------
+
+    def transition(self, request_id: int, to_state: str, note: str | None = None, **fields) -> Request:
+        """Move a request to `to_state`, updating `fields` in the same transaction."""
+        with self.transaction() as db:
+            current = self._get(db, request_id)
+            if to_state not in TRANSITIONS[current.state]:
+                raise TransitionError(f"request {request_id}: {current.state} -> {to_state} is not allowed")
+            if "reply_text" in fields and fields["reply_text"] and "reply_status" not in fields:
+                fields["reply_status"] = "pending"
+            self._update(db, request_id, state=to_state, **fields)
+            db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
+                       (request_id, self.clock(), current.state, to_state, note))
+            updated = self._get(db, request_id)
+        log.info("request %d: %s -> %s%s", request_id, current.state, to_state, f" ({note})" if note else "")
+        failpoint(f"entered:{to_state}")
+        return updated
+
+    def retry_later(self, request_id: int, reason: str, delay_seconds: float) -> Request:
+        """Count a failed attempt and wait before the next; the state stays where it is."""
+        with self.transaction() as db:
+            current = self._get(db, request_id)
+            self._update(db, request_id, attempts=current.attempts + 1, reason=reason,
+                         next_attempt_at=self.clock() + delay_seconds)
+            db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
+                       (request_id, self.clock(), current.state, current.state, f"retry in {delay_seconds:.0f}s: {reason}"))
+            updated = self._get(db, request_id)
+        log.info("request %d: %s, attempt %d failed, retry in %.0fs: %s", request_id, current.state,
+                 updated.attempts, delay_seconds, reason)
+        return updated
+
+    def update(self, request_id: int, **fields) -> Request:
+        with self.transaction() as db:
+            self._update(db, request_id, **fields)
+            return self._get(db, request_id)
+
+    def _update(self, db: sqlite3.Connection, request_id: int, **fields) -> None:
+        if "handles" in fields:
+            fields["handles"] = json.dumps(list(fields["handles"]))
+        fields["updated_at"] = self.clock()
+        columns = ", ".join(f"{k} = ?" for k in fields)
+        db.execute(f"UPDATE requests SET {columns} WHERE id = ?", (*fields.values(), request_id))
+
+    # --- replies --------------------------------------------------------------------------------
+
+    def mark_sending(self, request_id: int) -> Request:
+        """Recorded before the reply is posted: after a crash, this says a reply may be out there."""
+        return self.update(request_id, reply_status="sending")
+
+    def mark_sent(self, request_id: int, reply_id: str) -> Request:
+        with self.transaction() as db:
+            current = self._get(db, request_id)
+            self._update(db, request_id, reply_status="sent", reply_id=str(reply_id))
+            if current.state == "replying":
+                db.execute("INSERT INTO transitions VALUES (?, ?, 'replying', 'done', ?)",
+                           (request_id, self.clock(), f"reply {reply_id}"))
+                self._update(db, request_id, state="done")
+            updated = self._get(db, request_id)
+        log.info("request %d: reply %s sent%s", request_id, reply_id,
+                 "; replying -> done" if current.state == "replying" else "")
+        return updated
+
+    def replies_due(self) -> list[Request]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM requests WHERE reply_status IN ('pending', 'sending') ORDER BY id").fetchall()
+        return [Request.from_row(r) for r in rows]
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _get(self, db: sqlite3.Connection, request_id: int) -> Request:
+        row = db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no request {request_id}")
+        return Request.from_row(row)
+
+    def get(self, request_id: int) -> Request:
+        with self._lock:
+            return self._get(self._db, request_id)
+
+    def by_mention(self, mention_id: str) -> Request | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM requests WHERE mention_id = ?", (str(mention_id),)).fetchone()
+        return Request.from_row(row) if row else None
+
+    def requests(self, states: Iterable[str] | None = None, limit: int | None = None) -> list[Request]:
+        sql, args = "SELECT * FROM requests", []
+        if states is not None:
+            states = list(states)
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            args += states
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [Request.from_row(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def next_due(self) -> Request | None:
+        """The oldest request with work to do now (requests resume where they stood after a restart)."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT * FROM requests WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})"
+                " AND next_attempt_at <= ? ORDER BY id LIMIT 1", (*ACTIVE_STATES, self.clock())).fetchone()
+        return Request.from_row(row) if row else None
+
+    def history(self, request_id: int) -> list[tuple[float, str | None, str, str | None]]:
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(
+                "SELECT at, from_state, to_state, note FROM transitions WHERE request_id = ? ORDER BY rowid",
+                (request_id,)).fetchall()]
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return self._db.execute(
+                f"SELECT COUNT(*) FROM requests WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})",
+                ACTIVE_STATES).fetchone()[0]
+
+    def requests_since(self, requester: str, since: float) -> int:
+        """Model requests a person made since `since` (for the daily quota)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM requests WHERE requester = ? AND created_at >= ? AND kind = 'train'"
+                " AND state NOT IN ('rejected', 'ignored')", (requester, since)).fetchone()[0]
+
+    # --- cursors, consents, publications ----------------------------------------------------------
+
+    def cursor(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_consent(self, handle: str, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO consents VALUES (?, ?, ?) ON CONFLICT(handle) DO UPDATE SET "
+                       "status = excluded.status, at = excluded.at", (handle.lower(), status, self.clock()))
+        log.info("consent: @%s opted %s", handle.lower(), status)
+
+    def consent(self, handle: str) -> str | None:
+        """'in', 'out', or None when the person never said."""
+        with self._lock:
+            row = self._db.execute("SELECT status FROM consents WHERE handle = ?", (handle.lower(),)).fetchone()
+        return row[0] if row else None
+
+    def record_published(self, repo: str, handles: Iterable[str], model_url: str, sample: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO published VALUES (?, ?, ?, ?, ?) ON CONFLICT(repo) DO UPDATE SET "
+                       "handles = excluded.handles, model_url = excluded.model_url, sample = excluded.sample, "
+                       "published_at = excluded.published_at",
+                       (repo, json.dumps(sorted(handles)), model_url, sample, self.clock()))
+
+    def recent_publication(self, repo: str, max_age_seconds: float) -> tuple[str, str | None] | None:
+        """(model_url, sample) of `repo` if it was published less than `max_age_seconds` ago."""
+        with self._lock:
+            row = self._db.execute("SELECT model_url, sample FROM published WHERE repo = ? AND published_at >= ?",
+                                   (repo, self.clock() - max_age_seconds)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def forget_published(self, repos: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM published WHERE repo = ?", [(r,) for r in repos])
