@@ -105,6 +105,134 @@ def dataset(
                   + (f", written to {out_dir}" if out_dir else ""))
 
 
+def setup_logging() -> None:
+    """Log lines on stderr, with every secret from the environment masked."""
+    import logging
+
+    class ScrubSecrets(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg = scrub(record.getMessage())
+            record.args = None
+            return True
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(ScrubSecrets())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for noisy in ("httpx", "httpcore", "urllib3", "apscheduler", "tweepy", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def run(
+    once: Annotated[bool, typer.Option("--once", help="Poll once, take every request as far as it goes, then exit.")] = False,
+) -> None:
+    """Run the bot: poll mentions, train, publish and reply, until SIGTERM or Ctrl-C.
+
+    Mentions come from X (or, with `[bot] source = "local"`, from the inbox file). State lives in
+    `[bot] state_db`; a restart resumes every request where it stood.
+    """
+    from bot.scheduler import Bot
+
+    setup_logging()
+    Bot(settings(), config_path=_config_path).run(once=once)
+
+
+@app.command()
+def status(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent requests to show.")] = 20,
+) -> None:
+    """Show the request queue: state, requester, handles, age, attempts and last error."""
+    import time
+
+    from bot.store import Store
+
+    path = settings().bot.state_db
+    if not Path(path).exists():
+        raise UserError(f"{path}: no bot state yet (run `huggingtweets run` or `huggingtweets demo` first)")
+    store = Store(path)
+    table = Table(title=f"Requests in {path}", title_justify="left")
+    for column in ("id", "state", "requester", "handles", "age", "attempts", "last error"):
+        table.add_column(column, overflow="fold")
+    for r in store.requests(limit=limit):
+        table.add_row(str(r.id), r.state, f"@{r.requester}", " ".join(f"@{h}" for h in r.handles),
+                      _age(time.time() - r.created_at), str(r.attempts),
+                      r.reason if r.state in ("failed", "rejected") or r.attempts else "")
+    out.print(table)
+    out.print(f"{store.queue_length()} waiting or in progress")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+DEMO_MARKER = ".huggingtweets-demo"
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its inbox, outbox, state, models and local Hub (made afresh).")] = Path("demo"),
+    mention: Annotated[str, typer.Option(help="The mention to answer.")] = "@huggingtweets train @dreamy_kettle",
+) -> None:
+    """Answer one sample mention end to end, offline: bundled archive, tiny model, local Hub and outbox.
+
+    Shows the request's path through the states, the model folder and the reply.
+    """
+    import shutil
+    import time
+
+    from bot.config import PROJECT_ROOT
+    from bot.local import LocalX
+    from bot.scheduler import Bot
+
+    if folder.exists():
+        if not (folder / DEMO_MARKER).exists() and any(folder.iterdir()):
+            raise UsageError(f"{folder} exists and is not a demo folder; choose another --dir")
+        shutil.rmtree(folder)
+    root = folder.resolve()
+    (root / "archives").mkdir(parents=True)
+    (root / DEMO_MARKER).touch()
+    shutil.copy(PROJECT_ROOT / "bot" / "samples" / "sample_archive.zip", root / "archives" / "dreamy_kettle.zip")
+    config = root / "config.toml"
+    config.write_text(
+        "# The demo's settings: everything local, the tiny base model.\n"
+        f'[train]\nbase_model = "tiny"\n\n'
+        f'[hub]\nbackend = "local"\nlocal_dir = "{root / "hub"}"\n\n'
+        f'[bot]\nsource = "local"\nstate_db = "{root / "bot.sqlite3"}"\ninbox = "{root / "inbox.jsonl"}"\n'
+        f'outbox = "{root / "outbox.jsonl"}"\narchives_dir = "{root / "archives"}"\nwork_dir = "{root / "work"}"\n',
+        encoding="utf-8")
+    demo_settings = load_settings(config)
+    x = LocalX.from_settings(demo_settings)
+    x.add_mention(author_username="sleepy_reader", text=mention)
+    out.print(f"Mention from @sleepy_reader: {mention}")
+
+    started = time.monotonic()
+    setup_logging()
+    bot = Bot(demo_settings, config_path=config, x=x)
+    bot.run(once=True)
+    elapsed = time.monotonic() - started
+
+    request = bot.store.requests(limit=1)[0]
+    path = " -> ".join([h[2] for h in bot.store.history(request.id)])
+    out.print(f"\nRequest {request.id}: {path}" + (f" ({request.reason})" if request.state in ("failed", "rejected") else ""))
+    model_dir = bot.request_dir(request) / "model"
+    if model_dir.exists():
+        out.print(f"Model folder: {model_dir}")
+        out.print("  " + "  ".join(sorted(p.name for p in model_dir.iterdir())))
+    if request.model_url:
+        out.print(f"Published: {request.model_url}")
+    replies = [r for r in LocalX._read(x.outbox)]
+    for reply in replies:
+        out.print(f"Reply to mention {reply['in_reply_to_tweet_id']} (in {x.outbox}):\n{reply['text']}")
+    out.print(f"\nDone in {elapsed:.0f} s. Look around in {folder}/, or run: "
+              f"huggingtweets --config {folder}/config.toml status")
+    if request.state not in ("done",):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: runs the app and turns user errors into one line on stderr."""
     try:
