@@ -10,6 +10,12 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+from fake_hub import FakeHub
+
+# One loopback Hub for the session, listening before any test imports huggingface_hub (which reads
+# HF_ENDPOINT at import): in-process calls and subprocesses alike reach it, never the real Hub.
+LOOPBACK_HUB = FakeHub().start()
+os.environ["HF_ENDPOINT"] = LOOPBACK_HUB.url
 
 SAMPLE_ARCHIVE = os.path.join(os.path.dirname(__file__), "..", "bot", "samples", "sample_archive.zip")
 
@@ -17,3 +23,10 @@ SAMPLE_ARCHIVE = os.path.join(os.path.dirname(__file__), "..", "bot", "samples",
 @pytest.fixture
 def sample_archive() -> str:
     return os.path.abspath(SAMPLE_ARCHIVE)
+
+
+@pytest.fixture
+def fake_hub() -> FakeHub:
+    """The session's loopback Hub, emptied for this test. `fake_hub.token` may write anywhere."""
+    LOOPBACK_HUB.reset()
+    return LOOPBACK_HUB
