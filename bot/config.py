@@ -75,6 +75,8 @@ class XSettings(Section):
 class BotSettings(Section):
     handle: str = Field("huggingtweets", pattern=r"^[A-Za-z0-9_]{1,15}$")
     mode: Literal["public", "consented", "self"] = "public"
+    retry_base_wait_seconds: float = Field(1.0, ge=0)
+    retry_max_wait_seconds: float = Field(60.0, ge=0)
     source: Literal["x", "local"] = "x"
     state_db: Path = Path("state/bot.sqlite3")
     inbox: Path = Path("state/inbox.jsonl")

@@ -1,0 +1,828 @@
+"""X (Twitter) API v2 through tweepy: users, timelines, mentions and replies. The only module that talks to X.
+
+    >>> from bot.config import load_settings
+    >>> from bot.x import XClient, download_archives
+    >>> settings = load_settings()
+    >>> archives = download_archives(["alice"], settings)     # through the cache in [x] cache_dir
+    >>> archives["alice"].account.username
+    'alice'
+    >>> x = XClient.from_settings(settings)                   # credentials from the environment
+    >>> x.get_user("alice").protected
+    False
+    >>> mentions = x.mentions_since(None)                      # oldest first; the caller keeps the cursor
+    >>> x.reply(mentions[-1].id, fit_reply("@carol your model is ready", "https://huggingface.co/huggingtweets/alice"))
+    '1900000000000000001'
+    >>> x.usage                                                # what X bills: posts and users read, posts created
+    XUsage(posts_read=3201, users_read=2, posts_created=1)
+
+Credentials come from the environment: `X_BEARER_TOKEN` (app-only, for reads) and `X_API_KEY`,
+`X_API_SECRET`, `X_ACCESS_TOKEN`, `X_ACCESS_TOKEN_SECRET` (OAuth 1.0a user context, for mentions and
+replies; reads fall back to it when there is no bearer token). `X_API_BASE_URL` sends every request to
+another host (a loopback X in tests): tweepy hard-codes its host, so the rewrite happens in the
+`requests.Session` it exposes as `client.session`.
+
+Failures: tweepy's own `wait_on_rate_limit` is off (it sleeps without bound and loops when the reset
+header is missing). Instead every call is retried here: a 429 waits until `x-rate-limit-reset` (at most
+`[x] rate_limit_max_wait_seconds`), a 5xx, a dropped connection, a timeout or a garbled body waits a
+jittered, exponentially growing delay, and after `[x] max_retries` retries the call raises
+`XUnavailableError`, which is transient: the bot tries again later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import regex
+import requests
+import tweepy
+
+from bot.archive import Archive, open_archive, user_sidecar
+from bot.config import Settings, XSettings
+from bot.errors import AccountError, TransientError, UsageError, UserError, scrub
+from bot.mentions import normalize_handle
+
+log = logging.getLogger(__name__)
+
+X_API_HOST = "https://api.twitter.com"  # what tweepy puts in front of every route
+PAGE_SIZE = 100  # the most the timeline and mentions endpoints return per page
+MIN_PAGE_SIZE = 5  # ... and the fewest they accept
+MAX_PAGES = 1000  # a guard against a server that hands out next_token forever
+RATE_LIMIT_MARGIN_SECONDS = 0.5  # X's reset is a whole second: wait a little past it
+
+# The fields the dataset and the model card use; X sends only id, text and edit_history_tweet_ids by default.
+TWEET_FIELDS = ["created_at", "lang", "referenced_tweets", "note_tweet", "entities", "author_id",
+                "in_reply_to_user_id", "conversation_id"]
+USER_FIELDS = ["profile_image_url", "protected", "public_metrics"]
+MENTION_FIELDS = ["created_at", "author_id", "in_reply_to_user_id", "referenced_tweets", "note_tweet",
+                  "conversation_id", "lang"]
+
+READ_ENV = "X_BEARER_TOKEN"
+USER_CONTEXT_ENV = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
+BASE_URL_ENV = "X_API_BASE_URL"
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+class UnknownUserError(AccountError):
+    """No account with this handle on X."""
+
+    def __init__(self, handle: str):
+        super().__init__(handle, "unknown")
+
+
+class SuspendedUserError(AccountError):
+    """The account is suspended by X."""
+
+    def __init__(self, handle: str):
+        super().__init__(handle, "suspended")
+
+
+class ProtectedUserError(AccountError):
+    """The account's posts are protected: never downloaded."""
+
+    def __init__(self, handle: str):
+        super().__init__(handle, "protected")
+
+
+class XUnavailableError(TransientError):
+    """X did not answer usefully after the last retry (429, 5xx, network, garbled body). Try again later.
+
+    `retry_after` is the number of seconds X asked us to wait, when it said (a rate limit), else None.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class XRequestError(UserError):
+    """X refused a request for a reason that will not pass by waiting (credentials, permissions, bad input)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class MissingCredentialError(UsageError):
+    """An X credential is not set in the environment; the message names the variable."""
+
+
+# --- posts' length, counted as X counts it (twitter-text v3) ---------------------------------------
+
+MAX_WEIGHTED_LENGTH = 280
+URL_WEIGHT = 23  # every link is shortened to a t.co link of this length
+# Code points that weigh 1; every other code point weighs 2 (twitter-text v3 "ranges").
+LIGHT_RANGES = ((0x0000, 0x10FF), (0x2000, 0x200D), (0x2010, 0x201F), (0x2032, 0x2037))
+# A link with a scheme, or "www.": X counts it as 23 whatever its length.
+SCHEME_URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"]+", re.IGNORECASE)
+# Something that looks like a bare domain ("example.com/path"). X links it only when the ending is a real
+# top-level domain; not knowing the list, we count such a word as 23 or its own length, whichever is more,
+# so the count can only err long (a reply that X would accept), never short (one X would refuse).
+BARE_DOMAIN_RE = re.compile(
+    r"(?<![\w@.\-/])[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"\.[A-Za-z]{2,63}(?![\w-])(?:/[^\s<>\"]*)?")
+TRAILING_PUNCTUATION = ".,:;!?'\")]}"
+GRAPHEME_RE = regex.compile(r"\X")
+EMOJI_RE = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}\u20e3\ufe0f]")
+ELLIPSIS = "…"
+
+
+def weighted_length(text: str) -> int:
+    """The length X counts for `text`: 280 is the most a post may have.
+
+        >>> weighted_length("hello"), weighted_length("今日は"), weighted_length("https://huggingface.co/x")
+        (5, 6, 23)
+
+    Rules (twitter-text v3): text is NFC-normalised; a link counts 23; an emoji (a whole sequence, skin
+    tone and joiners included) counts 2; CJK and most scripts past U+10FF count 2 per code point;
+    Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari and the like count 1.
+    """
+    text = unicodedata.normalize("NFC", text)
+    total = 0
+    for piece, is_link in _pieces(text):
+        total += _link_weight(piece) if is_link else _plain_weight(piece)
+    return total
+
+
+def fit_reply(text: str, url: str | None = None, limit: int = MAX_WEIGHTED_LENGTH) -> str:
+    """`text`, then a space and `url`, within `limit` weighted characters: the text is shortened, never a link.
+
+        >>> reply = fit_reply("@alice " + "words " * 100, "https://huggingface.co/huggingtweets/alice")
+        >>> weighted_length(reply) <= 280, reply.endswith("https://huggingface.co/huggingtweets/alice")
+        (True, True)
+
+    Links inside `text` are kept whole too: the prose around them is cut (at a word boundary when one
+    is near) and ends with "…".
+    """
+    text = unicodedata.normalize("NFC", text).strip()
+    if url is not None and not re.match(r"https?://\S+$", url):
+        raise ValueError(f"not a link: {url!r}")
+    tail = f" {url}" if url else ""
+    if weighted_length(text + tail) <= limit:
+        return text + tail
+    return _shorten(text, limit - weighted_length(tail)) + tail
+
+
+def _pieces(text: str) -> list[tuple[str, bool]]:
+    """`text` cut into (piece, is_link) runs."""
+    spans = []
+    for m in SCHEME_URL_RE.finditer(text):
+        spans.append((m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))))
+    for m in BARE_DOMAIN_RE.finditer(text):
+        end = m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))
+        if not any(s <= m.start() < e for s, e in spans):
+            spans.append((m.start(), end))
+    pieces, pos = [], 0
+    for start, end in sorted(spans):
+        if start < pos or end <= start:
+            continue
+        if start > pos:
+            pieces.append((text[pos:start], False))
+        pieces.append((text[start:end], True))
+        pos = end
+    if pos < len(text):
+        pieces.append((text[pos:], False))
+    return pieces
+
+
+def _link_weight(link: str) -> int:
+    if SCHEME_URL_RE.fullmatch(link):
+        return URL_WEIGHT
+    return max(URL_WEIGHT, _plain_weight(link))  # a bare domain: see BARE_DOMAIN_RE
+
+
+def _plain_weight(text: str) -> int:
+    return sum(_grapheme_weight(g) for g in GRAPHEME_RE.findall(text))
+
+
+def _grapheme_weight(g: str) -> int:
+    if EMOJI_RE.search(g) and not (len(g) == 1 and _is_light(g)):
+        return 2
+    return sum(1 if _is_light(ch) else 2 for ch in g)
+
+
+def _is_light(ch: str) -> bool:
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in LIGHT_RANGES)
+
+
+def _shorten(text: str, budget: int) -> str:
+    """The start of `text` plus "…", then every link that was cut off, within `budget`."""
+    units: list[tuple[str, bool]] = []  # graphemes of prose, whole links
+    for piece, is_link in _pieces(text):
+        units.extend([(piece, True)] if is_link else [(g, False) for g in GRAPHEME_RE.findall(piece)])
+
+    def render(keep: int) -> str:
+        head = "".join(u for u, _ in units[:keep]).rstrip()
+        links = [u for u, is_link in units[keep:] if is_link]
+        return " ".join([head + ELLIPSIS] + links)
+
+    lo, hi = 0, len(units)  # the most units that fit: the weight grows with `keep`, so bisect
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if weighted_length(render(mid)) <= budget else (lo, mid - 1)
+    keep = lo
+    # Cut at a word boundary when one is close, rather than in the middle of a word.
+    if 0 < keep < len(units) and not units[keep][0].isspace() and not units[keep - 1][0].isspace():
+        for back in range(keep - 1, max(keep - 20, 0), -1):
+            if units[back][0].isspace():
+                keep = back
+                break
+    result = render(keep)
+    while weighted_length(result) > budget and " " in result:  # only links left, and too many of them
+        result = result.rsplit(" ", 1)[0]
+    return result
+
+
+# --- what we read ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class XUser:
+    """An account as X describes it. `to_v2()` is the sidecar of a JSONL archive (see bot/archive.py)."""
+
+    id: str
+    username: str
+    name: str
+    profile_image_url: str | None = None
+    protected: bool = False
+    tweet_count: int | None = None
+
+    @classmethod
+    def from_v2(cls, data: dict) -> XUser:
+        return cls(id=str(data["id"]), username=data["username"], name=data.get("name") or data["username"],
+                   profile_image_url=data.get("profile_image_url"), protected=bool(data.get("protected")),
+                   tweet_count=(data.get("public_metrics") or {}).get("tweet_count"))
+
+    def to_v2(self) -> dict:
+        return {"id": self.id, "username": self.username, "name": self.name,
+                "profile_image_url": self.profile_image_url, "protected": self.protected}
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A post that mentions the bot."""
+
+    id: str
+    author_id: str
+    author_username: str
+    text: str
+    created_at: str | None = None
+    in_reply_to_user_id: str | None = None
+    in_reply_to_tweet_id: str | None = None  # the post this one replies to, when it is a reply
+
+
+@dataclass
+class XUsage:
+    """What X bills for: posts and users read, posts created. Counted as the answers arrive."""
+
+    posts_read: int = 0
+    users_read: int = 0
+    posts_created: int = 0
+
+    def __str__(self) -> str:
+        def n(count: int, word: str) -> str:
+            return f"{count:,} {word}{'' if count == 1 else 's'}"
+        return (f"read {n(self.posts_read, 'post')} and {n(self.users_read, 'user')}, "
+                f"created {n(self.posts_created, 'post')}")
+
+
+# --- the client ------------------------------------------------------------------------------------
+
+
+class XSession(requests.Session):
+    """The session tweepy sends through: points it at `base_url` (tweepy has no host option) and
+    gives every request a timeout (tweepy sets none)."""
+
+    def __init__(self, base_url: str | None, timeout: float):
+        super().__init__()
+        self.base_url = base_url
+        self.timeout = timeout
+
+    def request(self, method, url, *args, **kwargs):
+        if self.base_url and isinstance(url, str) and url.startswith(X_API_HOST):
+            url = self.base_url + url[len(X_API_HOST):]
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+class XClient:
+    """The bot's calls to X. Thread-safe enough for one bot loop; the usage counters are shared.
+
+    Build it with `XClient.from_settings(settings)`; pass credentials explicitly only in tests.
+    """
+
+    def __init__(self, settings: Settings, *, bearer_token: str | None = None, api_key: str | None = None,
+                 api_secret: str | None = None, access_token: str | None = None,
+                 access_token_secret: str | None = None, base_url: str | None = None):
+        self.settings = settings
+        self.config: XSettings = settings.x
+        self._user_context = {"X_API_KEY": api_key, "X_API_SECRET": api_secret,
+                              "X_ACCESS_TOKEN": access_token, "X_ACCESS_TOKEN_SECRET": access_token_secret}
+        self._has_bearer = bool(bearer_token)
+        self.client = tweepy.Client(bearer_token=bearer_token, consumer_key=api_key, consumer_secret=api_secret,
+                                    access_token=access_token, access_token_secret=access_token_secret,
+                                    return_type=dict, wait_on_rate_limit=False)
+        self.client.session = XSession(_check_base_url(base_url), self.config.request_timeout_seconds)
+        _hide_in_logs([v for v in (bearer_token, api_key, api_secret, access_token, access_token_secret) if v])
+        self.usage = XUsage()
+        self._lock = threading.Lock()
+        self._me: XUser | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: dict[str, str] | None = None) -> XClient:
+        """Credentials and `X_API_BASE_URL` from the environment (or `environ`)."""
+        env = os.environ if environ is None else environ
+        return cls(settings, bearer_token=env.get(READ_ENV) or None, api_key=env.get("X_API_KEY") or None,
+                   api_secret=env.get("X_API_SECRET") or None, access_token=env.get("X_ACCESS_TOKEN") or None,
+                   access_token_secret=env.get("X_ACCESS_TOKEN_SECRET") or None,
+                   base_url=env.get(BASE_URL_ENV) or None)
+
+    def close(self) -> None:
+        self.client.session.close()
+
+    def __enter__(self) -> XClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- users ----------------------------------------------------------------------------------
+
+    def me(self) -> XUser:
+        """The bot's own account (user context). Read once, then remembered."""
+        if self._me is None:
+            self._require_user_context("read the bot's own account")
+            body = self._call("reading the bot's account", self.client.get_me, user_auth=True,
+                              user_fields=USER_FIELDS)
+            if not isinstance(body.get("data"), dict):
+                raise XRequestError(f"X did not return the bot's account: {_api_error_text(body)}")
+            self._count(users=1)
+            self._me = XUser.from_v2(body["data"])
+        return self._me
+
+    @property
+    def bot_user_id(self) -> str:
+        return self.me().id
+
+    def get_user(self, handle: str) -> XUser:
+        """The account behind `handle`. Raises UnknownUserError or SuspendedUserError; a protected
+        account is returned (with `protected=True`): it is `download_timeline` that refuses it."""
+        handle = normalize_handle(handle)
+        body = self._call(f"looking up @{handle}", self.client.get_user, username=handle,
+                          user_fields=USER_FIELDS, user_auth=self._read_user_auth())
+        data = body.get("data")
+        if isinstance(data, dict):
+            self._count(users=1)
+            return XUser.from_v2(data)
+        raise _account_error(handle, body)
+
+    # --- timelines ------------------------------------------------------------------------------
+
+    def download_timeline(self, user: XUser | str, *, since_id: str | None = None, limit: int | None = None,
+                          on_page: Callable[[int], None] | None = None) -> list[dict]:
+        """The user's posts as X API v2 tweet objects, newest first: up to `limit` (default
+        `[x] max_tweets_per_user`), only those newer than `since_id` when given. `on_page(n)` is called
+        with the number of posts of each page (for a progress bar). Retweets and replies are included:
+        the dataset counts and filters them."""
+        if isinstance(user, str):
+            user = self.get_user(user)
+        if user.protected:
+            raise ProtectedUserError(user.username)
+        limit = min(limit or self.config.max_tweets_per_user, self.config.max_tweets_per_user)
+        posts: list[dict] = []
+        token = None
+        for _ in range(MAX_PAGES):
+            page_size = max(MIN_PAGE_SIZE, min(PAGE_SIZE, limit - len(posts)))
+            body = self._call(f"reading @{user.username}'s posts", self.client.get_users_tweets, user.id,
+                              max_results=page_size, pagination_token=token, since_id=since_id,
+                              tweet_fields=TWEET_FIELDS, user_auth=self._read_user_auth())
+            data = body.get("data")
+            if data is None and body.get("errors"):
+                raise _account_error(user.username, body)
+            data = data or []
+            self._count(posts=len(data))
+            posts.extend(data[: limit - len(posts)])
+            if on_page:
+                on_page(len(data))
+            token = (body.get("meta") or {}).get("next_token")
+            if not token or len(posts) >= limit or not data:
+                break
+        return posts
+
+    # --- mentions and replies -------------------------------------------------------------------
+
+    def mentions_since(self, since_id: str | None) -> list[Mention]:
+        """Posts that mention the bot, newer than `since_id` (all of the latest 800 when None), oldest first."""
+        self._require_user_context("read the bot's mentions")
+        me = self.me()
+        found: dict[str, Mention] = {}
+        token = None
+        for _ in range(MAX_PAGES):
+            body = self._call("reading mentions", self.client.get_users_mentions, me.id, since_id=since_id,
+                              max_results=PAGE_SIZE, pagination_token=token, expansions=["author_id"],
+                              tweet_fields=MENTION_FIELDS, user_fields=["username"], user_auth=True)
+            data = body.get("data") or []
+            users = {u["id"]: u for u in (body.get("includes") or {}).get("users", [])}
+            self._count(posts=len(data), users=len(users))
+            for t in data:
+                found[str(t["id"])] = _mention_from_v2(t, users)
+            token = (body.get("meta") or {}).get("next_token")
+            if not token or not data:
+                break
+        return sorted(found.values(), key=lambda m: int(m.id))
+
+    def reply(self, in_reply_to_tweet_id: str, text: str) -> str:
+        """Post `text` (fitted to 280 weighted characters, links kept whole) as a reply; the new post's id.
+
+        A reply whose fate is unknown (a 5xx, a timeout, a garbled answer) is looked for among the bot's
+        recent replies before it is sent again, so one mention never gets two replies."""
+        self._require_user_context("post replies")
+        text = fit_reply(text)
+        target = str(in_reply_to_tweet_id)
+
+        def already_sent() -> str | None:
+            return self.recent_replies(limit=PAGE_SIZE).get(target)
+
+        body = self._call(f"replying to {target}", self.client.create_tweet, text=text,
+                          in_reply_to_tweet_id=target, user_auth=True, check_before_retry=already_sent)
+        if isinstance(body, str):  # found among the recent replies: it had gone out
+            return body
+        data = body.get("data")
+        if not isinstance(data, dict) or "id" not in data:
+            raise XRequestError(f"X did not create the reply to {target}: {_api_error_text(body)}")
+        self._count(created=1)
+        return str(data["id"])
+
+    def recent_replies(self, limit: int = 100) -> dict[str, str]:
+        """Mention id -> reply id for the bot's own latest posts (up to `limit`) that are replies."""
+        self._require_user_context("read the bot's replies")
+        me = self.me()
+        replies: dict[str, str] = {}
+        token = None
+        read = 0
+        while read < limit:
+            body = self._call("reading the bot's replies", self.client.get_users_tweets, me.id,
+                              max_results=max(MIN_PAGE_SIZE, min(PAGE_SIZE, limit - read)), pagination_token=token,
+                              exclude=["retweets"], tweet_fields=["referenced_tweets", "in_reply_to_user_id"],
+                              user_auth=True)
+            data = body.get("data") or []
+            self._count(posts=len(data))
+            for t in data[: limit - read]:
+                for ref in t.get("referenced_tweets") or []:
+                    if ref.get("type") == "replied_to":
+                        replies.setdefault(str(ref["id"]), str(t["id"]))
+            read += len(data)
+            token = (body.get("meta") or {}).get("next_token")
+            if not token or not data:
+                break
+        return replies
+
+    # --- the bot's adapter interface (same calls as bot.local.LocalX) ----------------------------
+
+    def download_archives(self, handles: list[str], progress: bool = False) -> dict[str, Archive]:
+        return download_archives(handles, self.settings, client=self, progress=progress)
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _count(self, posts: int = 0, users: int = 0, created: int = 0) -> None:
+        with self._lock:
+            self.usage.posts_read += posts
+            self.usage.users_read += users
+            self.usage.posts_created += created
+
+    def _read_user_auth(self) -> bool:
+        """Reads use the app's bearer token, or the user context when that is all there is."""
+        if self._has_bearer:
+            return False
+        if all(self._user_context.values()):
+            return True
+        raise MissingCredentialError(f"{READ_ENV} is not set: reading from X needs the app's bearer token "
+                                     "(or give --archive to read an X data export instead)")
+
+    def _require_user_context(self, what: str) -> None:
+        missing = [name for name, value in self._user_context.items() if not value]
+        if missing:
+            raise MissingCredentialError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
+                                         f"to {what} the bot needs OAuth 1.0a user credentials")
+
+    def _call(self, what: str, fn: Callable[..., dict], *args, check_before_retry: Callable[[], str | None] | None = None,
+              **kwargs) -> dict | str:
+        """`fn(*args, **kwargs)` with our bounded retries; the decoded JSON body.
+
+        `check_before_retry`, for calls that change something, is asked before a retry whose first try
+        may have gone through; a non-None answer is returned instead of trying again."""
+        attempts = self.config.max_retries + 1
+        reason, retry_after = "no answer", None
+        for attempt in range(attempts):
+            if attempt and check_before_retry is not None and _maybe_done(reason):
+                done = check_before_retry()
+                if done is not None:
+                    log.info("X: %s had gone through before the failure (%s)", what, done)
+                    return done
+            try:
+                body = fn(*args, **kwargs)
+                if not isinstance(body, dict):
+                    raise _MalformedAnswer
+                return body
+            except tweepy.TooManyRequests as e:
+                wait = self._rate_limit_wait(e.reset_time)
+                reason, retry_after = "rate limited (HTTP 429)", wait
+                if wait > self.config.rate_limit_max_wait_seconds:
+                    raise XUnavailableError(f"X rate limit while {what}: it resets in {wait:.0f} s, longer than "
+                                            f"[x] rate_limit_max_wait_seconds ({self.config.rate_limit_max_wait_seconds:.0f} s); "
+                                            "try again later", retry_after=wait) from None
+            except tweepy.TwitterServerError as e:
+                reason, wait = f"HTTP {_status(e)}", self._backoff(attempt)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as e:
+                reason, wait = _connection_reason(e), self._backoff(attempt)
+            except (requests.JSONDecodeError, _MalformedAnswer):  # a garbled or truncated body
+                reason, wait = "a malformed answer", self._backoff(attempt)
+            except tweepy.Unauthorized:
+                raise XRequestError(f"X refused the credentials while {what} (HTTP 401): check {READ_ENV} "
+                                    f"and {', '.join(USER_CONTEXT_ENV)}", status=401) from None
+            except tweepy.HTTPException as e:
+                raise XRequestError(f"X refused {what}: {_http_error_text(e)}", status=_status(e)) from None
+            if attempt + 1 < attempts:
+                log.warning("X: %s while %s; retrying in %.1f s (attempt %d of %d)", reason, what, wait,
+                            attempt + 2, attempts)
+                time.sleep(wait)
+        raise XUnavailableError(f"X is unavailable: {reason} while {what}, {attempts} "
+                                f"attempt{'s' if attempts != 1 else ''}; try again later", retry_after=retry_after)
+
+    def _rate_limit_wait(self, reset_time: int | None) -> float:
+        if reset_time is None:
+            return self.config.rate_limit_default_wait_seconds
+        return max(0.0, reset_time - time.time()) + RATE_LIMIT_MARGIN_SECONDS
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential back-off with jitter: many bots failing together do not come back together."""
+        ceiling = min(self.config.retry_max_wait_seconds, self.config.retry_base_wait_seconds * 2 ** attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class _MalformedAnswer(Exception):
+    """The answer was JSON but not an object."""
+
+
+def _maybe_done(reason: str) -> bool:
+    """Whether a failed request may still have been carried out (not so for a 429 or a refused connect)."""
+    return not (reason.startswith("rate limited") or reason == "could not connect")
+
+
+def _status(e: tweepy.HTTPException) -> int | None:
+    return getattr(e.response, "status_code", None)
+
+
+def _connection_reason(e: Exception) -> str:
+    if isinstance(e, requests.ConnectTimeout):
+        return "could not connect"
+    if isinstance(e, requests.Timeout):
+        return "timed out"
+    text = str(e)
+    if "Connection refused" in text or "NewConnectionError" in text or "Failed to resolve" in text:
+        return "could not connect"
+    return "connection lost"
+
+
+def _http_error_text(e: tweepy.HTTPException) -> str:
+    detail = "; ".join(str(m) for m in e.api_messages if m) or getattr(e.response, "reason", "") or ""
+    return scrub(f"HTTP {_status(e)}{': ' + detail if detail else ''}")[:300]
+
+
+def _api_error_text(body: dict) -> str:
+    errors = body.get("errors") or []
+    texts = [str(e.get("detail") or e.get("title") or e) for e in errors if isinstance(e, dict)]
+    return scrub("; ".join(texts) or "no data in the answer")[:300]
+
+
+def _account_error(handle: str, body: dict) -> UserError:
+    """The typed error for a user lookup or timeline that came back as HTTP 200 with an `errors` array."""
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        kind = str(error.get("type", ""))
+        text = f"{error.get('title', '')} {error.get('detail', '')}".lower()
+        if "suspended" in text:
+            return SuspendedUserError(handle)
+        if kind.endswith("/not-authorized-for-resource"):
+            return ProtectedUserError(handle)
+        if kind.endswith("/resource-not-found"):
+            return UnknownUserError(handle)
+    return XRequestError(f"X could not read @{handle}: {_api_error_text(body)}")
+
+
+def _mention_from_v2(t: dict, users: dict[str, dict]) -> Mention:
+    author_id = str(t.get("author_id", ""))
+    note = t.get("note_tweet")
+    text = note["text"] if isinstance(note, dict) and isinstance(note.get("text"), str) else t["text"]
+    replied_to = next((str(r["id"]) for r in t.get("referenced_tweets") or [] if r.get("type") == "replied_to"), None)
+    return Mention(id=str(t["id"]), author_id=author_id, author_username=users.get(author_id, {}).get("username", ""),
+                   text=text, created_at=t.get("created_at"),
+                   in_reply_to_user_id=str(t["in_reply_to_user_id"]) if t.get("in_reply_to_user_id") else None,
+                   in_reply_to_tweet_id=replied_to)
+
+
+def _check_base_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise UsageError(f"{BASE_URL_ENV}={url!r} is not a base URL like http://127.0.0.1:8080")
+    return url
+
+
+# --- secrets out of the logs -----------------------------------------------------------------------
+
+
+class _SecretFilter(logging.Filter):
+    """Masks credentials in records of the HTTP libraries: tweepy logs the bearer header and oauthlib
+    the OAuth parameters at DEBUG level."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            masked = message
+            for secret in self.secrets:
+                masked = masked.replace(secret, "***")
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
+
+
+_SECRET_FILTER = _SecretFilter()
+_LIBRARY_LOGGERS = ("tweepy", "oauthlib", "requests_oauthlib", "urllib3", "requests")
+
+
+def _hide_in_logs(values: list[str]) -> None:
+    """Mask these values in every record of the HTTP libraries' loggers (a logger's filters apply only
+    to its own records, so each module's logger gets the filter)."""
+    _SECRET_FILTER.secrets.update(v for value in values if len(value) >= 4 for v in (value, quote(value, safe="")))
+    names = [name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in _LIBRARY_LOGGERS]
+    for name in names + [__name__]:
+        logger = logging.getLogger(name)
+        if _SECRET_FILTER not in logger.filters:
+            logger.addFilter(_SECRET_FILTER)
+
+
+# --- the per-user cache and archives ----------------------------------------------------------------
+
+
+class TimelineCache:
+    """Downloaded timelines, one `<handle>.jsonl` (newest first) and `<handle>.user.json` per user.
+
+    A user read less than `ttl_hours` ago is served from here without asking X; after that only the
+    posts newer than the newest cached one are fetched (`since_id`) and merged in.
+    """
+
+    def __init__(self, folder: str | Path, ttl_hours: float, max_posts: int):
+        self.folder = Path(folder)
+        self.ttl_seconds = ttl_hours * 3600
+        self.max_posts = max_posts
+
+    def path(self, handle: str) -> Path:
+        return self.folder / f"{normalize_handle(handle)}.jsonl"
+
+    def is_fresh(self, handle: str) -> bool:
+        sidecar = user_sidecar(self.path(handle))  # written last: its time is the time of the download
+        try:
+            return self.path(handle).exists() and time.time() - sidecar.stat().st_mtime < self.ttl_seconds
+        except FileNotFoundError:
+            return False
+
+    def cached_user_id(self, handle: str) -> str | None:
+        try:
+            return str(json.loads(user_sidecar(self.path(handle)).read_text(encoding="utf-8")).get("id"))
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def read(self, handle: str) -> list[dict]:
+        path = self.path(handle)
+        if not path.exists():
+            return []
+        posts = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    posts.append(json.loads(line))
+                except ValueError:  # a damaged cache is only a cache: read the user again
+                    return []
+        return posts
+
+    def update(self, client: XClient, user: XUser, on_page: Callable[[int], None] | None = None) -> Path:
+        """Bring the user's cache up to date from X and return its path."""
+        handle = user.username.lower()
+        old = self.read(handle) if self.cached_user_id(handle) == user.id else []  # a handle can change hands
+        since_id = max((p["id"] for p in old), key=int, default=None)
+        new = client.download_timeline(user, since_id=since_id, limit=self.max_posts, on_page=on_page)
+        merged = {p["id"]: p for p in old}
+        merged.update({p["id"]: p for p in new})
+        posts = sorted(merged.values(), key=lambda p: int(p["id"]), reverse=True)[: self.max_posts]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(handle)
+        _write_atomically(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in posts))
+        _write_atomically(user_sidecar(path), json.dumps(user.to_v2(), ensure_ascii=False))
+        log.info("X: @%s: %d new posts, %d cached", handle, len(new), len(posts))
+        return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (another process of the bot) see the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download_archives(handles: list[str], settings: Settings, *, client: XClient | None = None,
+                      progress: bool = True) -> dict[str, Archive]:
+    """Each user's posts through the cache, as archives keyed by lowercased handle.
+
+    Every account is looked up before any timeline is read, so an unknown, suspended or protected
+    one fails the whole request before posts are paid for. With `progress`, a bar and a usage line
+    (posts and users read) go to stderr.
+    """
+    handles = [normalize_handle(h) for h in handles]
+    x = client or XClient.from_settings(settings)
+    cache = TimelineCache(settings.x.cache_dir, settings.x.cache_ttl_hours, settings.x.max_tweets_per_user)
+    stale = [h for h in handles if not cache.is_fresh(h)]
+    users = {h: x.get_user(h) for h in stale}
+    for user in users.values():
+        if user.protected:
+            raise ProtectedUserError(user.username)
+    with _Progress(progress) as bar:
+        for handle, user in users.items():
+            old = len(cache.read(handle)) if cache.cached_user_id(handle) == user.id else 0
+            total = None if old else min(user.tweet_count or 0, settings.x.max_tweets_per_user) or None
+            task = bar.add(f"@{user.username}", total)
+            cache.update(x, user, on_page=lambda n, task=task: bar.advance(task, n))
+            bar.finish(task)
+    if progress:
+        _stderr().print(f"X: {x.usage}" + (f" ({len(handles) - len(stale)} from the cache)" if len(stale) < len(handles) else ""),
+                        markup=False, highlight=False)
+    return {h: open_archive(cache.path(h)) for h in handles}
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+class _Progress:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("posts"), TimeElapsedColumn(), console=_stderr())
+
+    def __enter__(self) -> _Progress:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def add(self, description: str, total: int | None):
+        return self.progress.add_task(description, total=total) if self.progress else None
+
+    def advance(self, task, n: int) -> None:
+        if self.progress:
+            self.progress.advance(task, n)
+
+    def finish(self, task) -> None:
+        if self.progress:
+            done = next(t.completed for t in self.progress.tasks if t.id == task)
+            self.progress.update(task, total=done)  # the real count, when X had fewer than it said
+
+
+# The bot's loop takes its X adapter by this name (see bot/scheduler.py); same calls as bot.local.LocalX.
+BotX = XClient
