@@ -10,13 +10,15 @@
 Accepted forms:
 - the X data export as downloaded (`.zip`), its extracted folder, or a `tweets.js` file alone
   (`window.YTD.tweets.part0 = [...]`, continued in `tweets-part1.js`, ...). The account comes from
-  `account.js` and the avatar from `profile.js` when they are present;
+  `account.js`, the avatar from `profile.js` and the full text of long posts from `note-tweet.js`
+  when they are present;
 - JSONL with one X API v2 tweet object per line (what `huggingtweets download` writes), with the
   account in a `<name>.user.json` file beside it when present.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -24,14 +26,17 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import ijson
 
 from bot.errors import ArchiveError
+from bot.mentions import normalize_handle
 
-JS_PREFIX_RE = re.compile(rb"^\s*window\.YTD\.([A-Za-z_]+)\.part(\d+)\s*=\s*")
+# The opening of every data-export file; the list of objects follows.
+JS_PREFIX_RE = re.compile(rb"^\s*window\.YTD\.([A-Za-z_]+)\.part(\d+)\s*=\s*(?=\[)")
 TWEET_PART_RE = re.compile(r"^tweets?(?:-part(\d+))?\.js$")
 MAX_PREFIX_BYTES = 200
 
@@ -98,6 +103,7 @@ def open_archive(path: str | Path) -> Archive:
 
 def find_archive(folder: str | Path, handle: str) -> Archive | None:
     """The archive for `handle` in a folder of archives (`<handle>.zip`, `<handle>.jsonl` or `<handle>/`)."""
+    handle = normalize_handle(handle)  # before it becomes part of a path
     folder = Path(folder)
     for candidate in (folder / f"{handle}.zip", folder / f"{handle}.jsonl", folder / handle):
         if candidate.exists():
@@ -136,7 +142,8 @@ def _part_number(p: Path | str) -> int:
 
 
 def _open_members(path: Path, wanted: str) -> Iterator[tuple[str, BinaryIO]]:
-    """Yield (name, binary stream) for the export files `wanted` ('tweets', 'account' or 'profile')."""
+    """Yield (name, binary stream) for the export files `wanted`: 'tweets' (every part, in order),
+    'account', 'profile' or 'note-tweet'."""
     def matches(name: str) -> bool:
         base = name.rsplit("/", 1)[-1]
         if wanted == "tweets":
@@ -172,18 +179,21 @@ def _open_members(path: Path, wanted: str) -> Iterator[tuple[str, BinaryIO]]:
 
 def _js_items(name: str, stream: BinaryIO) -> Iterator[dict]:
     """Stream the objects of a `window.YTD.<x>.partN = [ ... ]` file."""
-    head = stream.read(MAX_PREFIX_BYTES)
-    if head.startswith(b"\xef\xbb\xbf"):
-        head = head[3:]
-    m = JS_PREFIX_RE.match(head)
-    if not m:
-        raise ArchiveError(f"{name}: does not start with 'window.YTD.<name>.part0 = ': not an X data export file")
-    rest = io.BufferedReader(_Prepend(head[m.end():], stream), buffer_size=1 << 16)
     try:
+        head = stream.read(MAX_PREFIX_BYTES)
+        if head.startswith(b"\xef\xbb\xbf"):
+            head = head[3:]
+        m = JS_PREFIX_RE.match(head)
+        if not m:
+            raise ArchiveError(f"{name}: does not start with 'window.YTD.<name>.part0 = [': not an X data export file")
+        rest = io.BufferedReader(_Prepend(head[m.end():], stream), buffer_size=1 << 16)
         yield from ijson.items(rest, "item", use_float=True)
     except ijson.common.IncompleteJSONError as e:
-        reason = "not UTF-8" if "UTF8" in _first_line(e) or "UTF8" in str(e) else "malformed JSON"
-        raise ArchiveError(f"{name}: {reason} ({_first_line(e)})") from None
+        reason = _first_line(e)
+        if reason.startswith("parse error: trailing garbage"):
+            return  # text after the closing bracket (a ';', say): every post has been read
+        kind = "not UTF-8" if "UTF8" in reason else "malformed JSON"
+        raise ArchiveError(f"{name}: {kind} ({reason})") from None
     except ijson.common.JSONError as e:
         raise ArchiveError(f"{name}: malformed JSON ({_first_line(e)})") from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged member of a zip
@@ -236,6 +246,7 @@ def _read_export_account(path: Path) -> Account:
 
 
 def _read_export_posts(path: Path) -> Iterator[Post]:
+    notes = _read_note_tweets(path)
     found = False
     for name, stream in _open_members(path, "tweets"):
         found = True
@@ -243,27 +254,76 @@ def _read_export_posts(path: Path) -> Iterator[Post]:
             tweet = item.get("tweet", item) if isinstance(item, dict) else None
             if not isinstance(tweet, dict):
                 raise ArchiveError(f"{name}: an entry is not a tweet object")
-            yield _post_from_export(tweet, name)
+            yield _post_from_export(tweet, name, notes)
     if not found:
         raise ArchiveError(f"{path}: no tweets.js found: not an X data export")
 
 
-def _post_from_export(t: dict, name: str) -> Post:
+def _post_from_export(t: dict, name: str, notes: dict[str, str]) -> Post:
     text = t.get("full_text", t.get("text"))
     if not isinstance(text, str):
         raise ArchiveError(f"{name}: tweet {t.get('id_str', t.get('id', '?'))} has no text")
+    tweet_id = str(t.get("id_str") or t.get("id") or "")
     note = t.get("note_tweet")
-    if isinstance(note, dict):  # long posts, when present
+    if isinstance(note, dict):  # long posts, when the tweet carries its note
         text = note.get("text") or (note.get("note_tweet_results", {}).get("result", {}).get("text")) or text
+    elif notes:
+        long_text = notes.get(tweet_id) or notes.get(t.get("created_at"))
+        if long_text and _same_start(text, long_text):
+            text = long_text
     return Post(
-        id=str(t.get("id_str") or t.get("id") or ""),
+        id=tweet_id,
         text=text,
         lang=t.get("lang"),
         created_at=t.get("created_at"),
         retweet=bool(t.get("retweeted_status")) or text.startswith("RT @"),
-        reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")),
+        reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")
+                   or t.get("in_reply_to_user_id_str")),
         quote=bool(t.get("is_quote_status") or t.get("quoted_status_id_str")),
     )
+
+
+def _read_note_tweets(path: Path) -> dict[str, str]:
+    """The full text of long posts, from `note-tweet.js`: the export keeps it apart from tweets.js,
+    where a long post is cut short. Long posts are few, so this stays small.
+
+    An entry names its post (`tweetId`) in some exports; otherwise a long post and its cut-short tweet
+    share their creation time, so the text is also keyed by the time as tweets.js writes it.
+    """
+    notes: dict[str, str] = {}
+    for name, stream in _open_members(path, "note-tweet"):
+        for item in _js_items(name, stream):
+            note = item.get("noteTweet") if isinstance(item, dict) else None
+            core = note.get("core") if isinstance(note, dict) else None
+            text = core.get("text") if isinstance(core, dict) else None
+            if not isinstance(text, str):
+                continue
+            if note.get("tweetId"):
+                notes[str(note["tweetId"])] = text
+            created = _export_time(note.get("createdAt"))
+            if created:
+                notes[created] = text
+    return notes
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _export_time(iso: object) -> str | None:
+    """'2023-07-19T17:06:50.000Z' -> 'Wed Jul 19 17:06:50 +0000 2023', the way tweets.js writes times."""
+    try:
+        t = datetime.strptime(str(iso)[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+    return f"{WEEKDAYS[t.weekday()]} {MONTHS[t.month - 1]} {t.day:02d} {t:%H:%M:%S} +0000 {t.year}"
+
+
+def _same_start(cut: str, full: str) -> bool:
+    """Whether a cut-short post opens like a long text (two posts can share a second)."""
+    def opening(s: str) -> str:
+        return "".join(html.unescape(s).split())[:10]
+    return bool(opening(cut)) and opening(cut) == opening(full)
 
 
 # --- JSONL of X API v2 tweet objects -------------------------------------------------------------
@@ -298,7 +358,7 @@ def _read_jsonl(path: Path) -> Iterator[Post]:
             if not raw.strip():
                 continue
             try:
-                t = json.loads(raw.decode("utf-8"))
+                t = json.loads(raw.decode("utf-8-sig"))  # -sig: a byte-order mark some editors add
             except UnicodeDecodeError:
                 raise ArchiveError(f"{path}: line {lineno} is not UTF-8") from None
             except json.JSONDecodeError as e:
