@@ -70,13 +70,13 @@ class XSettings(Section):
     max_retries: int = Field(5, ge=0, le=20)
     rate_limit_max_wait_seconds: float = Field(900.0, ge=0)
     rate_limit_default_wait_seconds: float = Field(60.0, ge=0)
+    retry_base_wait_seconds: float = Field(1.0, ge=0)
+    retry_max_wait_seconds: float = Field(60.0, ge=0)
 
 
 class BotSettings(Section):
     handle: str = Field("huggingtweets", pattern=r"^[A-Za-z0-9_]{1,15}$")
     mode: Literal["public", "consented", "self"] = "public"
-    retry_base_wait_seconds: float = Field(1.0, ge=0)
-    retry_max_wait_seconds: float = Field(60.0, ge=0)
     source: Literal["x", "local"] = "x"
     state_db: Path = Path("state/bot.sqlite3")
     inbox: Path = Path("state/inbox.jsonl")
