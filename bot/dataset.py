@@ -28,16 +28,19 @@ from bot.config import DataSettings
 from bot.errors import ArchiveError, NotEnoughDataError, UsageError
 from bot.mentions import model_name, normalize_handle
 
-URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+# Links in posts are t.co links: ASCII, so a link ends where ASCII does ("…https://t.co/x今日は" keeps 今日は).
+URL_RE = re.compile(r"(?:https?://|www\.)[!-~]+", re.IGNORECASE)
+HANDLE_CHARS = "A-Za-z0-9_"
 # The run of @mentions that opens a reply ("@bob @carol thanks!" -> "thanks!").
-LEADING_MENTIONS_RE = re.compile(r"^(?:\s*[@＠][A-Za-z0-9_]{1,15}\b)+[\s:,]*")
-MENTION_OR_TAG_RE = regex.compile(r"[@＠#＃][\p{L}\p{N}_]+")
+LEADING_MENTIONS_RE = re.compile(rf"^(?:\s*[@＠][{HANDLE_CHARS}]{{1,15}}(?![{HANDLE_CHARS}]))+[\s:,]*")
+# Handles are ASCII; hashtags may be in any script (#日本).
+MENTION_OR_TAG_RE = regex.compile(rf"[@＠][{HANDLE_CHARS}]+|[#＃][\p{{L}}\p{{M}}\p{{N}}_]+")
 SPACES_RE = re.compile(r"[^\S\n]+")
-ANY_SPACE_RE = re.compile(r"\s+")
 NEWLINES_RE = re.compile(r"\s*\n\s*")
-# Unicode default word boundaries (UAX #29): CJK text splits into one word per character,
-# so Japanese or Chinese posts are not counted as one long "word" the way splitting on spaces would.
-WORD_BOUNDARY_RE = regex.compile(r"(?w)\b")
+# One segment between two Unicode default word boundaries (UAX #29). CJK text splits into one word
+# per character, so Japanese or Chinese posts are not counted as one long "word" the way splitting
+# on spaces would; a segment counts as a word when it holds a letter or a digit.
+WORD_SEGMENT_RE = regex.compile(r"(?w)\b.+?\b", regex.DOTALL)
 HAS_LETTER_RE = regex.compile(r"[\p{L}\p{N}]")
 # X's codes for "no language": undetermined, no linguistic content, media-only, hashtags-only, ...
 NOT_A_LANGUAGE = {"und", "zxx", "qme", "qht", "qam", "qct", "qst", None, ""}
@@ -129,20 +132,22 @@ def clean_text(post: Post, keep_newlines: bool = False) -> str:
     if post.reply:
         text = LEADING_MENTIONS_RE.sub("", text)
     if keep_newlines:
-        text = NEWLINES_RE.sub("\n", SPACES_RE.sub(" ", text))
-    else:
-        text = ANY_SPACE_RE.sub(" ", text)
-    return text.strip()
+        return NEWLINES_RE.sub("\n", SPACES_RE.sub(" ", text)).strip()
+    return " ".join(text.split())
 
 
 def count_words(text: str, stop_at: int | None = None) -> int:
-    """Words by Unicode word segmentation (UAX #29), not counting @mentions or #hashtags."""
+    """Words by Unicode word segmentation (UAX #29), not counting @mentions or #hashtags.
+
+    >>> count_words("今日は本当にいい天気ですね"), count_words("lol 😂"), count_words("@bob #tea time")
+    (13, 1, 1)
+    """
     text = MENTION_OR_TAG_RE.sub(" ", text)
     n = 0
-    for segment in WORD_BOUNDARY_RE.split(text):
-        if HAS_LETTER_RE.search(segment):
+    for segment in WORD_SEGMENT_RE.finditer(text):
+        if HAS_LETTER_RE.search(segment.group()):
             n += 1
-            if stop_at is not None and n >= stop_at:
+            if n == stop_at:
                 break
     return n
 
@@ -231,7 +236,9 @@ def pair_archives(handles: list[str], archives: list[Archive]) -> dict[str, Arch
         owner = (archive.account.username or "").lower()
         if not owner:
             unnamed.append(archive)
-        elif owner in handles and owner not in paired:
+        elif owner in paired:
+            raise UsageError(f"two archives of @{owner}: {paired[owner].path} and {archive.path}")
+        elif owner in handles:
             paired[owner] = archive
         else:
             wanted = ", ".join(f"@{h}" for h in handles)
@@ -266,14 +273,18 @@ def build_dataset(archives: Mapping[str, Archive], settings: DataSettings = Data
                               display_name=acc.display_name or acc.username or handle,
                               avatar_url=acc.avatar_url, counts=counts, train=train, validation=val))
     total_kept = sum(u.counts.kept for u in users)
+    detail = "; ".join(f"@{u.handle}: {format_counts(u.counts)}" for u in users)
     if total_kept < settings.min_kept_posts:
-        detail = "; ".join(f"@{u.handle}: {format_counts(u.counts)}" for u in users)
         raise NotEnoughDataError(
             f"only {total_kept} posts left after cleaning, {settings.min_kept_posts} needed ({detail})")
+    if empty := [u.handle for u in users if u.counts.kept == 0]:  # nothing to weigh the same as the others
+        raise NotEnoughDataError(f"no posts of @{empty[0]} left after cleaning ({detail})")
     rng = random.Random(settings.seed)
     train = [t for texts in balance([u.train for u in users], rng) for t in texts]
     rng.shuffle(train)
-    validation = [t for u in users for t in u.validation]
+    # Two people can post the same words: a text one user holds out must not be trained on as another's.
+    in_train = set(train)
+    validation = [t for u in users for t in u.validation if t not in in_train]
     return Dataset(name=name, users=users, train=train, validation=validation, seed=settings.seed)
 
 

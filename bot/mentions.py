@@ -22,7 +22,7 @@ def normalize_handle(text: str) -> str:
 
     This runs before a handle touches a path, a URL or a repo id.
     """
-    match = HANDLE_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    match = HANDLE_RE.fullmatch(text) if isinstance(text, str) else None
     if not match:
         shown = text if isinstance(text, str) and len(text) <= 40 else f"{str(text)[:40]}…"
         raise HandleError(f"{shown!r} is not an X handle (1 to 15 letters, digits or _, optional leading @)")

@@ -32,8 +32,13 @@ DREAMS = ["My dream is to open a tiny tea shop by the sea", "My dream is a week 
           "My dream is to cycle across the whole country", "My dream is to write one good song"]
 EMOJI = ["☕", "🌧️", "✨", "🚲", "🌙", "🍞", "📚", "🐈", "🌊", "😅", "🙃", "💛"]
 SHORT = ["lol", "same", "yes!!", "ok", "😂", "hmm", "good morning", "nope", "wow"]
-JAPANESE = ["今日は本当にいい天気ですね", "朝のコーヒーが一番おいしい", "猫が窓の外をずっと見ている",
-            "新しい本を読み始めました", "雨の音を聞きながら仕事をしています"]
+# Japanese sentences are put together from parts, like the English ones, so that a mostly Japanese
+# timeline is not mostly duplicates.
+JA_SUBJECTS = ["今日の空", "朝のコーヒー", "うちの猫", "新しい本", "雨の音", "駅前のパン屋", "私の自転車", "図書館",
+               "夜の海", "古いラジオ", "窓辺の植物", "月曜日"]
+JA_PREDICATES = ["は本当にきれいです", "がとても静かでした", "はいつもより少し眠そう", "が大好きです",
+                 "は不思議なくらい明るい", "を毎日楽しみにしている", "はちょっと大げさだと思う", "がやさしい"]
+JA_ENDINGS = ["ね。", "よ。", "な気がする。", "。", "。", "！"]
 FRIENDS = ["tea_ghost", "bikebird", "lunar_mo", "quiet_desk", "harbour_fox"]
 
 
@@ -47,7 +52,8 @@ def synthetic_text(rng: random.Random, japanese_share: float = 0.0) -> tuple[str
     """One post: (text, kind, lang); kind is 'post', 'reply', 'quote', 'retweet' or 'long'."""
     roll = rng.random()
     if rng.random() < japanese_share:
-        text = "。".join(rng.sample(JAPANESE, rng.randint(1, 2)))
+        text = "".join(f"{rng.choice(JA_SUBJECTS)}{rng.choice(JA_PREDICATES)}{rng.choice(JA_ENDINGS)}"
+                       for _ in range(rng.randint(1, 2)))
         return text, "post", "ja"
     if roll < 0.06:
         return f"RT @{rng.choice(FRIENDS)}: {_sentence(rng)}", "retweet", "en"
