@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -231,6 +233,77 @@ def demo(
               f"huggingtweets --config {folder}/config.toml status")
     if request.state not in ("done",):
         raise typer.Exit(1)
+
+
+@contextmanager
+def _steps(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr with the current step; yields the function that announces the next one."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if not err.is_terminal:  # a log or a pipe gets the result lines only
+        yield lambda step: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task(title)
+        yield lambda step: progress.update(task, description=step)
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="The model folder (from `huggingtweets train`).", show_default=False)],
+    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="ORG/NAME to publish to (default: the configured organization / the run's name).")] = None,
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Commit message (default: 'Train on N posts from @handle').")] = None,
+) -> None:
+    """Publish a model folder as one commit, then print the model and commit URLs.
+
+    Files the repo had that the folder lacks are deleted in the same commit.
+
+    The token comes from HF_TOKEN (or `hf auth login`). With backend = "local" in config.toml, the repo is a folder.
+
+    Example: huggingtweets publish models/dreamy_kettle
+    """
+    from huggingface_hub.utils import disable_progress_bars
+
+    from bot.hub import publish_folder
+
+    disable_progress_bars()  # one progress display on stderr: ours
+    with _steps(f"Publishing {folder}") as step:
+        result = publish_folder(folder, settings(), repo_id=repo_id, message=message, progress=step)
+    out.print(f"Model: {result.model_url}", markup=False, highlight=False)
+    out.print(f"Commit: {result.commit_url}", markup=False, highlight=False)
+
+
+@app.command()
+def delete(
+    handle: Annotated[str, typer.Argument(help="An X handle, with or without '@'.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+) -> None:
+    """Delete every model made from HANDLE's posts, after listing them and asking.
+
+    These are the organisation's repos whose name has HANDLE as one of its '-'-separated parts.
+
+    Example: huggingtweets delete alice (deletes alice and alice-bob, never malice)
+    """
+    from bot.hub import delete_repos, find_repos_for
+    from bot.mentions import normalize_handle
+
+    handle = normalize_handle(handle)
+    org = settings().hub.organization
+    with _steps(f"Looking for models of @{handle} in {org}"):
+        repos = find_repos_for(handle, settings())
+    if not repos:
+        out.print(f"No model of {org} is made from @{handle}'s posts.", markup=False, highlight=False)
+        return
+    out.print(f"Models of {org} made from @{handle}'s posts:", markup=False, highlight=False)
+    for repo in repos:
+        out.print(f"  {repo}", markup=False, highlight=False)
+    what = "it" if len(repos) == 1 else f"these {len(repos)}"
+    if not yes and not typer.confirm(f"Delete {what}? This cannot be undone", default=False):
+        raise UserError("nothing deleted")
+    with _steps("Deleting") as step:
+        delete_repos(repos, settings(), progress=step)
+    out.print(f"Deleted {len(repos)} repo{'s' if len(repos) > 1 else ''}.", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -60,6 +60,8 @@ class HubSettings(Section):
     private: bool = False
     local_dir: Path = Path("hub")
     max_retries: int = Field(5, ge=0, le=20)
+    retry_base_wait_seconds: float = Field(1.0, ge=0)
+    retry_max_wait_seconds: float = Field(30.0, ge=0)
 
 
 class XSettings(Section):
