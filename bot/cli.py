@@ -6,12 +6,14 @@ A user mistake prints one line on stderr and exits 2 (bad usage) or 1 (failed).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -32,24 +34,23 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 _config_path: Path | None = None
+_settings: Settings | None = None
 
 
 @app.callback()
 def _root(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (default: ./config.toml of the project).")] = None,
 ) -> None:
-    global _config_path
-    _config_path = config
+    global _config_path, _settings
+    _config_path, _settings = config, None  # each invocation reads its own file (tests invoke many in one process)
 
 
 def settings() -> Settings:
     """The settings for this invocation (`--config` or the default file), loaded once."""
     global _settings
-    try:
-        return _settings
-    except NameError:
+    if _settings is None:
         _settings = load_settings(_config_path)
-        return _settings
+    return _settings
 
 
 Handles = Annotated[list[str], typer.Argument(help="1 to 3 X handles, with or without '@'.", show_default=False)]
@@ -96,7 +97,8 @@ def dataset(
 
     Example: huggingtweets dataset dreamy_kettle --archive bot/samples/sample_archive.zip
     """
-    ds = load_dataset(handles, archive)
+    with err.status("Reading and cleaning posts…"):  # shown only when stderr is a terminal
+        ds = load_dataset(handles, archive)
     if out_dir:
         ds.save(out_dir)
     if as_json:
@@ -307,18 +309,34 @@ def delete(
 
 
 def main() -> None:
-    """Entry point: runs the app and turns user errors into one line on stderr."""
+    """Entry point: runs the app and turns every user mistake into one line on stderr, exit 2 or 1."""
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False, prog_name="huggingtweets")
+    except typer.TyperException as e:  # a wrong option, a missing argument, an unknown command
+        if type(e).__name__ == "NoArgsIsHelpError":  # the help is already on the screen
+            sys.exit(e.exit_code)
+        hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+        _fail(e.format_message() + hint, e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
     except UserError as e:
-        err.print(f"huggingtweets: error: {scrub(str(e))}", markup=False, highlight=False)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
+    except OSError as e:  # a full disk, a permission, a missing folder: the user's to fix, not a bug
+        if e.errno == errno.EPIPE:  # output piped into `head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        _fail(str(e), 1)
     except KeyboardInterrupt:
         err.print("huggingtweets: interrupted", markup=False)
         sys.exit(130)
-    except OSError as e:  # a full disk, a permission, a missing folder: the user's to fix, not a bug
-        err.print(f"huggingtweets: error: {scrub(str(e))}", markup=False, highlight=False)
-        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)  # an int here comes from --help or typer.Exit
+
+
+def _fail(message: str, exit_code: int) -> NoReturn:
+    line = " ".join(scrub(message).split())  # one line, whatever the message holds
+    err.print(f"huggingtweets: error: {line}", markup=False, highlight=False)
+    sys.exit(exit_code)
+
 
 
 __all__ = ["app", "main", "settings", "UsageError"]

@@ -143,10 +143,13 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         raise ConfigError(f"{path}: no such config file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:  # a folder, a file we may not read
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
     return parse_settings(raw, source=str(path))
 
 
 def parse_settings(raw: dict, source: str = "config") -> Settings:
+    """Settings from an already-parsed TOML table; the first problem becomes one ConfigError line."""
     try:
         return Settings.model_validate(raw)
     except ValidationError as e:
@@ -157,4 +160,8 @@ def parse_settings(raw: dict, source: str = "config") -> Settings:
             model = Settings.model_fields[section].annotation if section in Settings.model_fields else Settings
             allowed = ", ".join(model.model_fields)
             raise ConfigError(f"{source}: unknown key '{key}' (allowed here: {allowed})") from None
-        raise ConfigError(f"{source}: '{key}': {first['msg']}") from None
+        if first["type"] == "model_type":  # `data = 3` where a [data] table belongs
+            raise ConfigError(f"{source}: '{key}' must be a table ([{key}] with its keys)") from None
+        given = first.get("input")
+        shown = f" = {given!r}" if isinstance(given, (str, int, float, bool)) else ""
+        raise ConfigError(f"{source}: '{key}'{shown}: {first['msg']}") from None

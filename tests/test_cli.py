@@ -1,0 +1,308 @@
+"""The `huggingtweets` command as a user meets it: help, the dataset command's table and JSON, and
+one clear line on stderr (never a traceback) for each mistake.
+
+Error paths run the real command in a subprocess (`python -m bot`), so what is checked is exactly
+what a terminal would show; the rest goes through typer's CliRunner, which is quicker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.synthetic import export_files, synthetic_tweets, write_export, write_jsonl
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def huggingtweets(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the command for real, as `python -m bot ARGS`."""
+    environ = os.environ | {"COLUMNS": "120", "PYTHONPATH": str(PROJECT)} | (env or {})
+    return subprocess.run([sys.executable, "-m", "bot", *map(str, args)], capture_output=True, text=True,
+                          env=environ, cwd=cwd or PROJECT, timeout=120)
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, list(map(str, args)), env={"COLUMNS": "120"})
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int) -> str:
+    """The contract for a user mistake: exit 2 or 1, one line on stderr, nothing on stdout."""
+    assert "Traceback" not in result.stderr
+    assert result.returncode == exit_code, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("huggingtweets: error: ")
+    return lines[0].removeprefix("huggingtweets: error: ")
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The rows of a counts table as printed: {"Downloaded": ["420"], ...}; the header row is ""."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith(("│", "┃")):
+            cells = [cell.strip() for cell in line.strip("│┃").replace("┃", "│").split("│")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.fixture
+def alice_and_bob(tmp_path) -> tuple[Path, Path]:
+    alice = write_export(tmp_path / "alice.zip", synthetic_tweets(200, seed=1), username="Alice", display_name="Alice")
+    bob = write_jsonl(tmp_path / "bob.jsonl", synthetic_tweets(150, seed=2, japanese_share=0.7),
+                      user={"id": "2", "username": "bob", "name": "Bob"})
+    return alice, bob
+
+
+# --- help ---------------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands():
+    result = huggingtweets("--help")
+    assert result.returncode == 0
+    assert "Usage: huggingtweets" in result.stdout
+    for command in typer.main.get_command(app).commands:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(typer.main.get_command(app).commands))
+def test_each_command_has_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert f"Usage: huggingtweets {command} " in result.stdout
+    assert "--help" in result.stdout
+
+
+def test_no_arguments_shows_the_help():
+    result = huggingtweets()
+    assert result.returncode == 2  # a command was expected
+    assert "Usage: huggingtweets" in result.stdout
+    assert result.stderr == ""
+
+
+# --- the dataset command ------------------------------------------------------------------------
+
+
+def test_dataset_prints_the_counts_table(sample_archive):
+    result = huggingtweets("dataset", "dreamy_kettle", "--archive", sample_archive)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Training data for dreamy_kettle")
+    assert table_rows(result.stdout) == {
+        "": ["@dreamy_kettle"],
+        "Downloaded": ["420"], "Retweets": ["27"], "Short": ["25"], "Duplicates": ["12"], "Kept": ["356"],
+        "Language": ["en"],
+    }
+    assert "320 training and 36 validation posts" in result.stdout
+
+
+def test_dataset_table_has_a_column_per_user(alice_and_bob):
+    alice, bob = alice_and_bob
+    result = invoke("dataset", "@bob", "alice", "--archive", alice, "--archive", bob)
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.stdout)
+    assert rows[""] == ["@bob", "@Alice"]  # in the order given, as the archives spell the names
+    assert rows["Downloaded"] == ["150", "200"]
+    assert rows["Language"] == ["ja", "en"]
+    assert list(rows) == ["", "Downloaded", "Retweets", "Short", "Duplicates", "Kept", "Language"]
+    assert result.stdout.startswith("Training data for alice-bob")
+
+
+def test_dataset_json_is_exactly_the_contract(alice_and_bob):
+    alice, bob = alice_and_bob
+    result = huggingtweets("dataset", "Bob", "alice", "--archive", alice, "--archive", bob, "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert list(printed) == ["name", "users"]
+    assert printed["name"] == "alice-bob"
+    assert list(printed["users"]) == ["bob", "alice"]
+    for counts in printed["users"].values():
+        assert list(counts) == ["downloaded", "retweets", "short", "duplicates", "kept", "language"]
+        assert all(type(counts[key]) is int for key in ("downloaded", "retweets", "short", "duplicates", "kept"))
+        assert counts["downloaded"] == counts["retweets"] + counts["short"] + counts["duplicates"] + counts["kept"]
+    assert (printed["users"]["alice"]["downloaded"], printed["users"]["alice"]["language"]) == (200, "en")
+    assert (printed["users"]["bob"]["downloaded"], printed["users"]["bob"]["language"]) == (150, "ja")
+    assert result.stdout.count("\n") == 1  # one JSON document, nothing else on stdout
+
+
+def test_dataset_json_for_the_sample(sample_archive):
+    result = invoke("dataset", "dreamy_kettle", "--archive", sample_archive, "--json")
+    assert json.loads(result.stdout) == {"name": "dreamy_kettle", "users": {"dreamy_kettle": {
+        "downloaded": 420, "retweets": 27, "short": 25, "duplicates": 12, "kept": 356, "language": "en"}}}
+
+
+def test_dataset_writes_the_sets_and_stats(tmp_path, sample_archive):
+    result = invoke("dataset", "dreamy_kettle", "--archive", sample_archive, "--out", tmp_path / "data")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["stats.json", "train.jsonl", "validation.jsonl"]
+    assert len((tmp_path / "data" / "train.jsonl").read_text(encoding="utf-8").splitlines()) == 320
+    assert len((tmp_path / "data" / "validation.jsonl").read_text(encoding="utf-8").splitlines()) == 36
+    assert f"written to {tmp_path / 'data'}" in " ".join(result.stdout.split())
+
+
+def test_dataset_reads_every_archive_form(tmp_path):
+    tweets = synthetic_tweets(150, seed=4)
+    forms = {
+        "zip": write_export(tmp_path / "a.zip", tweets, username="alice", display_name="A"),
+        "folder": write_export(tmp_path / "folder", tweets, username="alice", display_name="A"),
+        "tweets.js": write_export(tmp_path / "js", tweets, username="alice", display_name="A") / "data" / "tweets.js",
+        "parts": write_export(tmp_path / "parts", tweets, username="alice", display_name="A", part_size=40),
+        "jsonl": write_jsonl(tmp_path / "a.jsonl", tweets, user={"id": "1", "username": "alice"}),
+    }
+    counts = {form: json.loads(invoke("dataset", "alice", "--archive", path, "--json").stdout)["users"]["alice"]
+              for form, path in forms.items()}
+    assert counts["zip"]["downloaded"] == 150
+    assert all(c == counts["zip"] for c in counts.values()), counts
+
+
+def test_settings_follow_the_config_option(tmp_path, sample_archive):
+    """Each invocation reads its own --config, even several in one process."""
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[data]\nmin_kept_posts = 1000\n", encoding="utf-8")
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("[data]\nmin_kept_posts = 10\nvalidation_fraction = 0.25\n", encoding="utf-8")
+    assert "1000 needed" in str(invoke("--config", strict, "dataset", "dreamy_kettle", "--archive", sample_archive).exception)
+    result = invoke("--config", lenient, "dataset", "dreamy_kettle", "--archive", sample_archive)
+    assert result.exit_code == 0, result.output
+    assert "267 training and 89 validation posts" in result.stdout
+
+
+# --- mistakes: one line on stderr, exit 2 for bad usage, 1 for a failure -------------------------
+
+
+def test_missing_handle():
+    assert "Missing argument" in assert_one_line_error(huggingtweets("dataset"), 2)
+
+
+def test_unknown_option():
+    assert "No such option: --bogus" in assert_one_line_error(huggingtweets("dataset", "alice", "--bogus"), 2)
+
+
+def test_unknown_command():
+    assert "No such command 'bogus'" in assert_one_line_error(huggingtweets("bogus"), 2)
+
+
+@pytest.mark.parametrize("handle", ["../etc", "https://x.com/alice", "a" * 16, "ａlice"])
+def test_bad_handle(handle, sample_archive):
+    message = assert_one_line_error(huggingtweets("dataset", handle, "--archive", sample_archive), 2)
+    assert message.endswith("is not an X handle (1 to 15 letters, digits or _, optional leading @)")
+
+
+def test_too_many_handles(sample_archive):
+    result = huggingtweets("dataset", "a", "b", "c", "d", *["--archive", sample_archive] * 4)
+    assert assert_one_line_error(result, 2) == "at most 3 handles in one model (got 4)"
+
+
+def test_one_archive_per_handle(sample_archive):
+    result = huggingtweets("dataset", "alice", "bob", "--archive", sample_archive)
+    assert assert_one_line_error(result, 2) == "give one --archive per handle (2 handles, 1 archives)"
+
+
+def test_nonexistent_archive(tmp_path):
+    result = huggingtweets("dataset", "alice", "--archive", tmp_path / "nope.zip")
+    assert assert_one_line_error(result, 1) == f"{tmp_path / 'nope.zip'}: no such file or folder"
+
+
+def test_archive_of_another_user(sample_archive):
+    result = huggingtweets("dataset", "alice", "--archive", sample_archive)
+    assert assert_one_line_error(result, 1) == f"{sample_archive}: this archive is @dreamy_kettle's, not @alice's"
+
+
+def test_truncated_zip(tmp_path, sample_archive):
+    (tmp_path / "half.zip").write_bytes(Path(sample_archive).read_bytes()[:5000])
+    message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", tmp_path / "half.zip"), 1)
+    assert message.startswith(f"{tmp_path / 'half.zip'}: not a readable zip file")
+
+
+def test_corrupt_zip(tmp_path):
+    path = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in export_files(synthetic_tweets(300, seed=3), "alice", "Alice").items():
+            zf.writestr(name, data)
+    info = zipfile.ZipFile(path).getinfo("data/tweets.js")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename)
+    data[start + 50:start + 350] = bytes(b ^ 0x5A for b in data[start + 50:start + 350])
+    path.write_bytes(bytes(data))
+    message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", path), 1)
+    assert message.startswith(f"{path}:data/tweets.js: ")
+
+
+def test_wrong_js_prefix(tmp_path):
+    (tmp_path / "tweets.js").write_text("var tweets = []", encoding="utf-8")
+    message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", tmp_path / "tweets.js"), 1)
+    assert message.startswith(f"{tmp_path / 'tweets.js'}: does not start with 'window.YTD.")
+
+
+def test_non_utf8_export(tmp_path):
+    (tmp_path / "tweets.js").write_bytes('window.YTD.tweets.part0 = [{"tweet": {"full_text": "café"}}]'.encode("latin-1"))
+    message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", tmp_path / "tweets.js"), 1)
+    assert message.startswith(f"{tmp_path / 'tweets.js'}: not UTF-8")
+
+
+def test_malformed_jsonl_line(tmp_path):
+    path = tmp_path / "alice.jsonl"
+    path.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": oops}\n', encoding="utf-8")
+    message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", path), 1)
+    assert message.startswith(f"{path}: line 2 is not JSON")
+
+
+def test_empty_archive(tmp_path):
+    path = write_jsonl(tmp_path / "alice.jsonl", [])
+    assert assert_one_line_error(huggingtweets("dataset", "alice", "--archive", path), 1) == (
+        f"{path}: the archive holds no posts")
+
+
+def test_too_little_data_states_each_users_counts(tmp_path):
+    path = write_jsonl(tmp_path / "alice.jsonl", synthetic_tweets(50, seed=5))
+    message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", path), 1)
+    assert message.startswith("only ")
+    assert "100 needed (@alice: 50 downloaded, " in message
+    assert message.endswith(" kept)")
+
+
+def test_unknown_config_key(tmp_path, sample_archive):
+    config = tmp_path / "config.toml"
+    config.write_text("[data]\nmin_word = 2\n", encoding="utf-8")
+    message = assert_one_line_error(
+        huggingtweets("--config", config, "dataset", "dreamy_kettle", "--archive", sample_archive), 2)
+    assert message.startswith(f"{config}: unknown key 'data.min_word' (allowed here: min_words, ")
+
+
+def test_bad_config_value(tmp_path, sample_archive):
+    config = tmp_path / "config.toml"
+    config.write_text("[data]\nmin_words = 0\n", encoding="utf-8")
+    message = assert_one_line_error(
+        huggingtweets("--config", config, "dataset", "dreamy_kettle", "--archive", sample_archive), 2)
+    assert message == f"{config}: 'data.min_words' = 0: Input should be greater than or equal to 1"
+
+
+def test_bad_toml(tmp_path, sample_archive):
+    config = tmp_path / "config.toml"
+    config.write_text("[data\n", encoding="utf-8")
+    message = assert_one_line_error(
+        huggingtweets("--config", config, "dataset", "dreamy_kettle", "--archive", sample_archive), 2)
+    assert message.startswith(f"{config}: not valid TOML")
+
+
+def test_missing_config(tmp_path, sample_archive):
+    result = huggingtweets("--config", tmp_path / "nope.toml", "dataset", "dreamy_kettle", "--archive", sample_archive)
+    assert assert_one_line_error(result, 2) == f"{tmp_path / 'nope.toml'}: no such config file"
+
+
+def test_secrets_never_appear_in_an_error(tmp_path):
+    token = "hf_thisIsASecretToken123"
+    result = huggingtweets("dataset", "alice", "--archive", tmp_path / f"{token}.zip", env={"HF_TOKEN": token})
+    message = assert_one_line_error(result, 1)
+    assert token not in result.stderr
+    assert message == f"{tmp_path / '***.zip'}: no such file or folder"

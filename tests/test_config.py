@@ -1,0 +1,152 @@
+"""Settings: config.toml and the environment in one typed object, and one clear line for each mistake."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEFAULT_CONFIG_PATH, Secrets, Settings, load_settings
+from bot.errors import ConfigError
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(tmp_path, text))
+    message = str(caught.value)
+    assert "\n" not in message, "an error is one line"
+    return message
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def test_the_projects_config_toml_holds_the_defaults():
+    assert load_settings() == Settings()
+    assert load_settings(DEFAULT_CONFIG_PATH) == Settings()
+
+
+def test_a_file_only_needs_the_keys_it_changes(tmp_path):
+    settings = load_settings(write_config(tmp_path, "[data]\nmin_kept_posts = 10\nkeep_newlines = true\n"))
+    assert (settings.data.min_kept_posts, settings.data.keep_newlines) == (10, True)
+    assert settings.data.validation_fraction == 0.1
+    assert settings.train == Settings().train
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path):
+    assert load_settings(write_config(tmp_path, "")) == Settings()
+
+
+def test_settings_are_typed(tmp_path):
+    settings = load_settings(write_config(tmp_path, '[bot]\nstate_db = "elsewhere/bot.sqlite3"\n'))
+    assert settings.bot.state_db == Path("elsewhere/bot.sqlite3")
+
+
+def test_settings_cannot_be_changed_by_accident():
+    with pytest.raises(Exception):
+        Settings().data.min_words = 1
+
+
+def test_every_key_in_config_toml_is_documented():
+    """Each key has a comment line right above it, and every setting appears in the file."""
+    lines = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"^[a-z_]+\s*=", line):
+            assert lines[number - 1].startswith("#"), f"config.toml line {number + 1}: '{line}' has no comment"
+    in_file = tomllib.loads("\n".join(lines))
+    for section, field in Settings.model_fields.items():
+        assert set(in_file[section]) == set(field.annotation.model_fields), f"[{section}] differs from the settings"
+
+
+# --- secrets come from the environment only ------------------------------------------------------
+
+
+def test_secrets_come_from_the_environment_and_never_show():
+    secrets = Secrets({"HF_TOKEN": "hf_abcdefgh", "X_BEARER_TOKEN": "AAAA1234", "UNRELATED": "x"})
+    assert secrets.get("HF_TOKEN") == "hf_abcdefgh"
+    assert secrets.get("X_API_KEY") is None
+    assert sorted(secrets.all_values()) == ["AAAA1234", "hf_abcdefgh"]
+    assert "hf_abcdefgh" not in repr(secrets) and "AAAA1234" not in repr(secrets)
+    assert repr(secrets) == "Secrets(HF_TOKEN=***, X_BEARER_TOKEN=***)"
+
+
+def test_a_secret_in_the_file_is_refused_without_echoing_it(tmp_path):
+    message = error_for(tmp_path, '[hub]\nhf_token = "hf_supersecretvalue"\n')
+    assert message.startswith(f"{tmp_path / 'config.toml'}: unknown key 'hub.hf_token'")
+    assert "hf_supersecretvalue" not in message
+
+
+# --- mistakes: one line naming the key and what is allowed ---------------------------------------
+
+
+def test_unknown_key(tmp_path):
+    assert error_for(tmp_path, "[data]\nmin_word = 2\n") == (
+        f"{tmp_path / 'config.toml'}: unknown key 'data.min_word' (allowed here: min_words, keep_newlines, "
+        "validation_fraction, min_kept_posts, max_handles, seed)")
+
+
+def test_unknown_section(tmp_path):
+    assert error_for(tmp_path, "[dataset]\nmin_words = 2\n") == (
+        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot)")
+
+
+def test_value_out_of_range(tmp_path):
+    assert error_for(tmp_path, "[data]\nvalidation_fraction = 0.9\n") == (
+        f"{tmp_path / 'config.toml'}: 'data.validation_fraction' = 0.9: Input should be less than 0.5")
+
+
+def test_value_not_among_the_choices(tmp_path):
+    assert error_for(tmp_path, '[train]\ndevice = "tpu"\n') == (
+        f"{tmp_path / 'config.toml'}: 'train.device' = 'tpu': Input should be 'auto', 'cpu' or 'cuda'")
+
+
+def test_value_of_the_wrong_type(tmp_path):
+    message = error_for(tmp_path, '[data]\nmin_words = "three"\n')
+    assert message.startswith(f"{tmp_path / 'config.toml'}: 'data.min_words' = 'three': ")
+    assert "integer" in message
+
+
+def test_a_section_that_is_not_a_table(tmp_path):
+    assert error_for(tmp_path, "data = 3\n") == (
+        f"{tmp_path / 'config.toml'}: 'data' must be a table ([data] with its keys)")
+
+
+def test_a_bad_handle_for_the_bot(tmp_path):
+    message = error_for(tmp_path, '[bot]\nhandle = "../hugging"\n')
+    assert message.startswith(f"{tmp_path / 'config.toml'}: 'bot.handle' = '../hugging': ")
+
+
+def test_not_toml(tmp_path):
+    message = error_for(tmp_path, "[data]\nmin_words 3\n")
+    assert message.startswith(f"{tmp_path / 'config.toml'}: not valid TOML: ")
+    assert "line 2" in message
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes('[train]\nprompt = "Mon rêve"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path / "nope.toml")
+    assert str(caught.value) == f"{tmp_path / 'nope.toml'}: no such config file"
+
+
+def test_a_folder_is_not_a_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: cannot read the config file"):
+        load_settings(tmp_path)
+
+
+def test_a_config_mistake_is_bad_usage():
+    assert ConfigError.exit_code == 2
