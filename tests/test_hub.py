@@ -228,6 +228,11 @@ def test_a_token_that_may_not_write_to_the_organisation(model_folder, settings, 
         publish_folder(model_folder, settings)
     assert fake_hub.repos == {}
 
+    fake_hub.create_repo("huggingtweets/alice")  # when the repo exists, the refusal comes at the upload
+    with pytest.raises(HubAccessError, match="cannot write to the organisation 'huggingtweets' \\(HTTP 403"):
+        publish_folder(model_folder, settings)
+    assert [c.title for c in fake_hub.repos["huggingtweets/alice"].commits] == ["initial commit"]
+
 
 def test_a_refused_repo_name(model_folder, settings, writer):
     with pytest.raises(RepoNameError, match="not a valid repo name"):
