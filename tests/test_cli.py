@@ -177,6 +177,19 @@ def test_settings_follow_the_config_option(tmp_path, sample_archive):
     assert "267 training and 89 validation posts" in result.stdout
 
 
+def test_keep_newlines_from_the_config(tmp_path):
+    tweets = [{"id": str(i), "text": f"post {i} first line\n\nand its second line"} for i in range(20)]
+    archive = write_jsonl(tmp_path / "alice.jsonl", tweets)
+    for keep, expected in ((False, "post 0 first line and its second line"), (True, "post 0 first line\nand its second line")):
+        config = tmp_path / f"keep-{keep}.toml"
+        config.write_text(f"[data]\nmin_kept_posts = 1\nvalidation_fraction = 0\nkeep_newlines = {str(keep).lower()}\n",
+                          encoding="utf-8")
+        result = invoke("--config", config, "dataset", "alice", "--archive", archive, "--out", tmp_path / f"out-{keep}")
+        assert result.exit_code == 0, result.output
+        written = [json.loads(line)["text"] for line in (tmp_path / f"out-{keep}" / "train.jsonl").open(encoding="utf-8")]
+        assert expected in written
+
+
 # --- mistakes: one line on stderr, exit 2 for bad usage, 1 for a failure -------------------------
 
 
