@@ -5,7 +5,7 @@
     >>> ds = build_dataset({"dreamy_kettle": open_archive("bot/samples/sample_archive.zip")})
     >>> ds.name, ds.users[0].counts.kept > 100
     ('dreamy_kettle', True)
-    >>> ds.save("out/dreamy_kettle/data")       # train.jsonl, validation.jsonl, stats.json
+    >>> folder = ds.save("out/dreamy_kettle/data")       # train.jsonl, validation.jsonl, stats.json
 
 Everything here is a pure function of the posts, the settings and the seed.
 """
@@ -153,6 +153,7 @@ def count_words(text: str, stop_at: int | None = None) -> int:
 
 
 def is_short(text: str, min_words: int = 3) -> bool:
+    """Fewer than `min_words` words: "草", "lol", an emoji alone, or what is left of a bare link."""
     return count_words(text, stop_at=min_words) < min_words
 
 
