@@ -52,6 +52,9 @@ class TrainSettings(Section):
     num_samples: int = Field(8, ge=1, le=64)
     sample_max_new_tokens: int = Field(60, ge=8, le=512)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_grad_norm: float = Field(1.0, gt=0)
+    compile: bool = False
+    output_dir: Path = Path("models")
 
 
 class HubSettings(Section):

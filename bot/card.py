@@ -1,0 +1,202 @@
+"""The model card (README.md with YAML metadata) and the folder's images, from a run's facts.
+
+    >>> import json
+    >>> from bot.card import render_card
+    >>> from bot.config import load_settings
+    >>> facts = json.loads(open("models/dreamy_kettle/run.json", encoding="utf-8").read())
+    >>> card = render_card(facts, load_settings())       # a huggingface_hub ModelCard
+    >>> card.data.pipeline_tag, card.data.language
+    ('text-generation', ['en'])
+
+`bot.train` calls `write_images` and `write_card` while it writes a model folder; both read only the
+facts that also go to `run.json`, so a card can be re-rendered from a finished folder.
+
+The body comes from the jinja2 template `cards/model_card.md.j2`, the YAML header from
+huggingface_hub's `ModelCardData`. Every value the template prints is escaped for both HTML and
+Markdown unless it is marked safe (`markupsafe.Markup`), so text from users (display names,
+handles, posts, samples) shows as text whatever it holds.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import jinja2
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from markupsafe import Markup
+
+from bot.config import PROJECT_ROOT, Settings
+
+TEMPLATE_DIR = PROJECT_ROOT / "cards"
+TEMPLATE = "model_card.md.j2"
+HUB_URL = "https://huggingface.co"
+# Characters that mean something in HTML or in the Hub's Markdown (emphasis, code, links, tables,
+# strikethrough, headings, images, math, mentions, emoji shortcodes), written as numeric character
+# references: they show as themselves in HTML blocks, in Markdown text and inside table cells.
+_ESCAPES = {ord(c): f"&#{ord(c)};" for c in "&<>\"'\\`*_[]|~#!$@:{}"}
+_NEWLINES = re.compile(r"[\r\n\u2028\u2029]+")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+AVATAR_RE = re.compile(r"^https://[A-Za-z0-9.-]+/[^\s\"'<>]*$")
+HANDLE_RE = re.compile(r"^[a-z0-9_]{1,15}$")
+# X's legacy language codes and the ISO 639-1 codes the Hub expects.
+LANGUAGE_CODES = {"in": "id", "iw": "he", "ji": "yi", "zh-cn": "zh", "zh-tw": "zh"}
+
+
+def escape(text: object) -> Markup:
+    """Text that shows as itself in HTML and Markdown, on one line."""
+    return Markup(_NEWLINES.sub(" ", str(text)).translate(_ESCAPES))
+
+
+def _finalize(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, Markup) or not isinstance(value, str):
+        return value
+    return escape(value)
+
+
+_env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), finalize=_finalize,
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                          undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def thumbnail_url(organization: str, name: str) -> str:
+    """The repo's own predictions.png on the Hub (the card's `thumbnail`)."""
+    return f"{HUB_URL}/{organization}/{name}/resolve/main/predictions.png"
+
+
+def hub_languages(codes: list[str]) -> list[str]:
+    out = []
+    for code in codes:
+        code = LANGUAGE_CODES.get(code.lower(), code.lower().split("-")[0])
+        if re.fullmatch(r"[a-z]{2,3}", code) and code not in out:
+            out.append(code)
+    return out
+
+
+def card_data(facts: dict, settings: Settings) -> ModelCardData:
+    """The YAML header: language, license, base model, tags, the widget with an example output,
+    the thumbnail and the validation perplexity as a model-index entry."""
+    widget = {"text": facts["prompt"]}
+    if facts.get("best_sample"):
+        widget["output"] = {"text": facts["best_sample"]}
+    eval_results = None
+    if facts.get("validation_perplexity") is not None:
+        eval_results = [EvalResult(
+            task_type="text-generation", task_name="Text generation", dataset_type="x-posts",
+            dataset_name=f"Held-out posts of {', '.join('@' + h for h in facts['handles'])}",
+            dataset_split="validation", metric_type="perplexity", metric_name="Validation perplexity",
+            metric_value=facts["validation_perplexity"])]
+    return ModelCardData(
+        language=hub_languages(facts.get("language") or []) or None,
+        license=facts["license"],
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        base_model=facts.get("base_model_hub_id"),
+        tags=["huggingtweets", "text-generation", "gpt2"],
+        widget=[widget],
+        thumbnail=thumbnail_url(settings.hub.organization, facts["name"]),
+        model_name=facts["name"],
+        eval_results=eval_results,
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {round(seconds % 60)} s"
+
+
+def _hardware(hw: dict) -> str:
+    if hw.get("device") == "cuda":
+        return f"{hw.get('count', 1)} × {hw.get('name', 'GPU')}"
+    return f"CPU ({hw.get('name', 'unknown')}, {hw.get('threads', '?')} threads)"
+
+
+def _base_model_text(facts: dict) -> str | Markup:
+    hub_id = facts.get("base_model_hub_id")
+    if hub_id and HUB_ID_RE.fullmatch(hub_id):
+        return Markup(f"[{escape(hub_id)}]({HUB_URL}/{hub_id})")
+    if facts["base_model"] == "tiny":
+        return "a tiny GPT-2 built locally (2 layers, 64 wide, random initial weights): for demos and tests"
+    return f"a local model ({facts['base_model']})"
+
+
+def _avatar(url: str | None) -> Markup | None:
+    """An https image URL, escaped for an HTML attribute; anything else is left out."""
+    return Markup(html.escape(url, quote=True)) if url and AVATAR_RE.fullmatch(url) else None
+
+
+def _people(names: list[str], conjunction: str = "and") -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
+
+
+def render_card(facts: dict, settings: Settings) -> ModelCard:
+    """The model card for a run, from its facts (the content of run.json)."""
+    from bot.dataset import COUNT_ROWS
+
+    accounts = facts["accounts"]
+    users = [{"handle": Markup(h) if HANDLE_RE.fullmatch(h) else "", "username": accounts[h]["username"],
+              "display_name": accounts[h]["display_name"], "avatar_url": _avatar(accounts[h]["avatar_url"])}
+             for h in facts["handles"]]
+    counts = facts["users"]
+    rows = [{"label": row.capitalize(), "values": [f"{counts[h][row]:,}" for h in facts["handles"]]} for row in COUNT_ROWS]
+    rows.append({"label": "Language", "values": [counts[h]["language"] or "?" for h in facts["handles"]]})
+    hp = facts["hyperparameters"]
+    durations = facts.get("durations_s", {})
+    prompt_literal = json.dumps(facts["prompt"], ensure_ascii=False).replace("`", "\\u0060")
+    content = _env.get_template(TEMPLATE).render(
+        card_data=Markup(card_data(facts, settings).to_yaml()),
+        users=users,
+        who=_people([f"{u['display_name']} (@{u['username']})" for u in users]),
+        handles_text=_people([f"@{u['username']}" for u in users], "or"),
+        num_people="one person" if len(users) == 1 else f"{len(users)} people",
+        organization=settings.hub.organization,
+        bot_handle=settings.bot.handle,
+        model_id=Markup(facts["model_id"]) if HUB_ID_RE.fullmatch(facts["model_id"]) else "",
+        prompt=facts["prompt"],
+        prompt_literal=Markup(prompt_literal),
+        samples=facts["samples"],
+        dropped=facts.get("samples_dropped_as_memorised", 0),
+        count_rows=rows,
+        min_words=settings.data.min_words,
+        base_model_text=_base_model_text(facts),
+        epochs_run=facts["epochs_run"],
+        best_epoch=facts["best_epoch"],
+        learning_rate=f"{hp['learning_rate']:g}",
+        batch_size=hp["batch_size"],
+        block_size=hp["block_size"],
+        tokens_seen=f"{facts['tokens_seen']:,}",
+        precision=hp["precision"],
+        hardware=_hardware(facts["hardware"]),
+        train_time=_duration(durations.get("train", 0.0)),
+        total_time=_duration(durations.get("total", 0.0)),
+        seed=facts["seed"],
+        validation_posts=f"{facts['validation_posts']:,}",
+        validation_tokens=f"{facts['validation_tokens']:,}",
+        validation_loss=facts["validation_loss"],
+        perplexity=facts["validation_perplexity"],
+    )
+    return ModelCard(content)
+
+
+def write_card(folder: str | Path, facts: dict, settings: Settings) -> Path:
+    """Render the card and write it as `README.md` (UTF-8) in `folder`."""
+    path = Path(folder) / "README.md"
+    path.write_text(str(render_card(facts, settings)), encoding="utf-8")
+    return path
+
+
+def write_images(folder: str | Path, facts: dict) -> None:
+    """`predictions.png` (up to three samples, the best first) and `loss_curve.png`."""
+    from bot.images import loss_curve_image, predictions_image, save_png
+
+    folder = Path(folder)
+    accounts = facts["accounts"]
+    best = facts.get("best_sample")
+    shown = ([best] if best else []) + [s for s in facts["samples"] if s != best]
+    save_png(predictions_image([accounts[h]["display_name"] for h in facts["handles"]],
+                               [accounts[h]["username"] for h in facts["handles"]], facts["prompt"], shown[:3]),
+             folder / "predictions.png")
+    save_png(loss_curve_image(facts["step_losses"], facts["history"], facts["best_epoch"]), folder / "loss_curve.png")
