@@ -308,6 +308,49 @@ def delete(
     out.print(f"Deleted {len(repos)} repo{'s' if len(repos) > 1 else ''}.", markup=False, highlight=False)
 
 
+@app.command()
+def train(
+    handles: Handles,
+    archive: Archives = None,
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="A Hub id, a local model folder, or 'tiny' (built locally; no download). Default: [train] base_model.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="The model folder to write (default: [train] output_dir / the model's name).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, max=100, help="Passes over the training set (default: [train] epochs).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for initialisation, shuffling and samples (default: [train] seed).")] = None,
+    push: Annotated[bool, typer.Option("--push", help="Publish the folder when it is written (as `huggingtweets publish`).")] = False,
+) -> None:
+    """Fine-tune a model on the posts and write a Hub-ready model folder.
+
+    Example: huggingtweets train dreamy_kettle --archive bot/samples/sample_archive.zip --base-model tiny
+    """
+    from bot.train import check_out_dir, train_model
+
+    if out_dir:
+        check_out_dir(out_dir)  # before a download, not after
+    ds = load_dataset(handles, archive)
+    config = settings()
+    overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+    if overrides:
+        config = config.model_copy(update={"train": config.train.model_copy(update=overrides)})
+    folder = out_dir or config.train.output_dir / ds.name
+    result = train_model(ds, config, folder, base_model=base_model, progress=True)
+    perplexity = f"{result.perplexity:,.2f}" if result.perplexity is not None else "n/a (nothing held out)"
+    out.print(f"Model folder: {result.folder}", markup=False, highlight=False)
+    out.print(f"Validation perplexity: {perplexity} (loss {result.validation_loss}), epoch {result.best_epoch} "
+              f"of {result.epochs_run} kept", markup=False, highlight=False)
+    out.print(f"Took {result.timings['total']:.1f} s ({result.timings['train']:.1f} s training, "
+              f"{result.tokens_seen:,} tokens)", markup=False, highlight=False)
+    if push:
+        from huggingface_hub.utils import disable_progress_bars
+
+        from bot.hub import publish_folder
+
+        disable_progress_bars()
+        with _steps(f"Publishing {result.folder}") as step:
+            published = publish_folder(result.folder, config, progress=step)
+        out.print(f"Model: {published.model_url}", markup=False, highlight=False)
+        out.print(f"Commit: {published.commit_url}", markup=False, highlight=False)
+
+
 def main() -> None:
     """Entry point: runs the app and turns every user mistake into one line on stderr, exit 2 or 1."""
     try:
