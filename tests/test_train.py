@@ -202,11 +202,14 @@ def test_cosine_schedule_starts_at_the_peak_and_ends_near_zero():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_cache):
     """`huggingtweets train` as the scheduler runs it: a subprocess, then read run.json."""
-    out = tmp_path_factory.mktemp("model") / "dreamy_kettle"
+    work = tmp_path_factory.mktemp("work")
+    out = work / "models" / "dreamy_kettle"
+    config = work / "config.toml"  # --push publishes with the local backend: a folder per repo
+    config.write_text(f'[hub]\nbackend = "local"\nlocal_dir = "{work / "hub"}"\n', encoding="utf-8")
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "bot", "train", "dreamy_kettle", "--archive",
-                           str(ROOT / "bot" / "samples" / "sample_archive.zip"), "--base-model", "tiny", "--out", str(out)],
-                          env=_env(tiny_cache), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "bot", "--config", str(config), "train", "dreamy_kettle", "--archive",
+                           str(ROOT / "bot" / "samples" / "sample_archive.zip"), "--base-model", "tiny", "--out", str(out),
+                           "--push"], env=_env(tiny_cache), capture_output=True, text=True, timeout=300, cwd=ROOT)
     return proc, out, time.monotonic() - started
 
 
@@ -218,6 +221,14 @@ def test_train_command_writes_the_folder_and_says_where_how_good_and_how_long(tr
     assert "Took " in proc.stdout and " s (" in proc.stdout
     assert elapsed < 60
     assert "Traceback" not in proc.stderr
+
+
+def test_push_publishes_the_folder_as_it_is(trained):
+    proc, out, _ = trained
+    repo = out.parent.parent / "hub" / "huggingtweets" / "dreamy_kettle"
+    assert "Model: " in proc.stdout and "Commit: " in proc.stdout
+    assert sorted(p.name for p in repo.iterdir() if not p.name.startswith(".")) == sorted(p.name for p in out.iterdir())
+    assert (repo / "README.md").read_bytes() == (out / "README.md").read_bytes()
 
 
 def test_model_folder_holds_exactly_the_hub_files(trained):
