@@ -67,7 +67,7 @@ def load_dataset(handles: list[str], archives: list[Path] | None):
     if not archives:
         from bot.x import download_archives  # reads from X; see bot/x.py
 
-        opened = download_archives(handles, settings())
+        opened = download_archives(handles, settings(), console=err)
     else:
         opened = pair_archives(handles, [open_archive(p) for p in archives])
     return build_dataset(opened, settings().data)
@@ -349,6 +349,30 @@ def train(
             published = publish_folder(result.folder, config, progress=step)
         out.print(f"Model: {published.model_url}", markup=False, highlight=False)
         out.print(f"Commit: {published.commit_url}", markup=False, highlight=False)
+
+
+@app.command()
+def download(
+    handle: Annotated[str, typer.Argument(help="An X handle, with or without '@'.", show_default=False)],
+    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the posts (.jsonl); the account goes beside it in NAME.user.json. Default: HANDLE.jsonl here.")] = None,
+) -> None:
+    """Download a user's posts from X as JSONL of API v2 posts, ready for --archive.
+
+    Reads through the cache in [x] cache_dir: a user read within [x] cache_ttl_hours is not read
+    again, and after that only newer posts are fetched. Needs X_BEARER_TOKEN.
+
+    Example: huggingtweets download dreamy_kettle --out dreamy_kettle.jsonl
+    """
+    from bot.mentions import normalize_handle
+    from bot.x import download_archives, export_archive
+
+    name = normalize_handle(handle)
+    target = out_file or Path(f"{name}.jsonl")
+    if target.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise UsageError(f"--out {target}: the file must end in .jsonl (it is read back as JSONL of X API v2 posts)")
+    archive = download_archives([name], settings(), console=err)[name]
+    count = export_archive(archive, target)
+    out.print(f"Wrote {count:,} posts of @{archive.account.username or name} to {target}", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -295,8 +295,8 @@ class XUsage:
     def __str__(self) -> str:
         def n(count: int, word: str) -> str:
             return f"{count:,} {word}{'' if count == 1 else 's'}"
-        return (f"read {n(self.posts_read, 'post')} and {n(self.users_read, 'user')}, "
-                f"created {n(self.posts_created, 'post')}")
+        text = f"read {n(self.posts_read, 'post')} and {n(self.users_read, 'user')}"
+        return text + (f", created {n(self.posts_created, 'post')}" if self.posts_created else "")
 
 
 # --- the client ------------------------------------------------------------------------------------
@@ -757,12 +757,13 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def download_archives(handles: list[str], settings: Settings, *, client: XClient | None = None,
-                      progress: bool = True) -> dict[str, Archive]:
+                      progress: bool = True, console=None) -> dict[str, Archive]:
     """Each user's posts through the cache, as archives keyed by lowercased handle.
 
     Every account is looked up before any timeline is read, so an unknown, suspended or protected
     one fails the whole request before posts are paid for. With `progress`, a bar and a usage line
-    (posts and users read) go to stderr.
+    (posts and users read) go to stderr, or to `console` (a rich Console: pass the caller's own so
+    its status line and this bar share the screen).
     """
     handles = [normalize_handle(h) for h in handles]
     x = client or XClient.from_settings(settings)
@@ -772,7 +773,8 @@ def download_archives(handles: list[str], settings: Settings, *, client: XClient
     for user in users.values():
         if user.protected:
             raise ProtectedUserError(user.username)
-    with _Progress(progress) as bar:
+    console = console or _stderr()
+    with _Progress(progress, console) as bar:
         for handle, user in users.items():
             old = len(cache.read(handle)) if cache.cached_user_id(handle) == user.id else 0
             total = None if old else min(user.tweet_count or 0, settings.x.max_tweets_per_user) or None
@@ -780,9 +782,23 @@ def download_archives(handles: list[str], settings: Settings, *, client: XClient
             cache.update(x, user, on_page=lambda n, task=task: bar.advance(task, n))
             bar.finish(task)
     if progress:
-        _stderr().print(f"X: {x.usage}" + (f" ({len(handles) - len(stale)} from the cache)" if len(stale) < len(handles) else ""),
+        console.print(f"X: {x.usage}" + (f" ({len(handles) - len(stale)} from the cache)" if len(stale) < len(handles) else ""),
                         markup=False, highlight=False)
     return {h: open_archive(cache.path(h)) for h in handles}
+
+
+def export_archive(archive: Archive, path: str | Path) -> int:
+    """Copy a downloaded archive (JSONL and its `.user.json`) to `path`; the number of posts."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise UsageError(f"{path}: the file must end in .jsonl (it is read back as JSONL of X API v2 posts)")
+    text = Path(archive.path).read_text(encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, text)
+    sidecar = user_sidecar(Path(archive.path))
+    if sidecar.exists():
+        _write_atomically(user_sidecar(path), sidecar.read_text(encoding="utf-8"))
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 def _stderr():
@@ -794,13 +810,13 @@ def _stderr():
 class _Progress:
     """A rich progress bar on stderr, or nothing."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, console):
         self.progress = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("posts"), TimeElapsedColumn(), console=_stderr())
+                                     TextColumn("posts"), TimeElapsedColumn(), console=console)
 
     def __enter__(self) -> _Progress:
         if self.progress:

@@ -317,16 +317,15 @@ class _Handler(BaseHTTPRequestHandler):
             title = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
                      503: "Service Unavailable", 504: "Gateway Timeout"}.get(fault.status, "Error")
             body = json.dumps({"title": title, "detail": title, "type": "about:blank", "status": fault.status}).encode()
-        self._send(fault.status, body, fault.headers)
+        self._send(fault.status, body, fault.headers)  # only the headers asked for: a 429 may lack its reset
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
-        headers = dict(headers or {})
-        headers.setdefault("x-rate-limit-limit", "900")
-        headers.setdefault("x-rate-limit-remaining", "899")
-        headers.setdefault("x-rate-limit-reset", str(int(time.time()) + 900))
+        if headers is None:
+            headers = {"x-rate-limit-limit": "900", "x-rate-limit-remaining": "899",
+                       "x-rate-limit-reset": str(int(time.time()) + 900)}
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
