@@ -518,16 +518,17 @@ class XClient:
             raise MissingCredentialError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
                                          f"to {what} the bot needs OAuth 1.0a user credentials")
 
-    def _call(self, what: str, fn: Callable[..., dict], *args, check_before_retry: Callable[[], str | None] | None = None,
-              **kwargs) -> dict | str:
+    def _call(self, what: str, fn: Callable[..., dict], *args,
+              check_before_retry: Callable[[], str | None] | None = None, **kwargs) -> dict | str:
         """`fn(*args, **kwargs)` with our bounded retries; the decoded JSON body.
 
         `check_before_retry`, for calls that change something, is asked before a retry whose first try
         may have gone through; a non-None answer is returned instead of trying again."""
         attempts = self.config.max_retries + 1
         reason, retry_after = "no answer", None
+        maybe_done = False  # whether the failed try may still have been carried out by X
         for attempt in range(attempts):
-            if attempt and check_before_retry is not None and _maybe_done(reason):
+            if maybe_done and check_before_retry is not None:
                 done = check_before_retry()
                 if done is not None:
                     log.info("X: %s had gone through before the failure (%s)", what, done)
@@ -537,20 +538,22 @@ class XClient:
                 if not isinstance(body, dict):
                     raise _MalformedAnswer
                 return body
-            except tweepy.TooManyRequests as e:
+            except tweepy.TooManyRequests as e:  # refused before anything was done
                 wait = self._rate_limit_wait(e.reset_time)
-                reason, retry_after = "rate limited (HTTP 429)", wait
+                reason, retry_after, maybe_done = "rate limited (HTTP 429)", wait, False
                 if wait > self.config.rate_limit_max_wait_seconds:
+                    most = self.config.rate_limit_max_wait_seconds
                     raise XUnavailableError(f"X rate limit while {what}: it resets in {wait:.0f} s, longer than "
-                                            f"[x] rate_limit_max_wait_seconds ({self.config.rate_limit_max_wait_seconds:.0f} s); "
-                                            "try again later", retry_after=wait) from None
+                                            f"[x] rate_limit_max_wait_seconds ({most:.0f} s); try again later",
+                                            retry_after=wait) from None
             except tweepy.TwitterServerError as e:
-                reason, wait = f"HTTP {_status(e)}", self._backoff(attempt)
+                reason, wait, maybe_done = f"HTTP {_status(e)}", self._backoff(attempt), True
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as e:
                 reason, wait = _connection_reason(e), self._backoff(attempt)
+                maybe_done = reason != "could not connect"
             except (requests.JSONDecodeError, _MalformedAnswer):  # a garbled or truncated body
-                reason, wait = "a malformed answer", self._backoff(attempt)
+                reason, wait, maybe_done = "a malformed answer", self._backoff(attempt), True
             except tweepy.Unauthorized:
                 raise XRequestError(f"X refused the credentials while {what} (HTTP 401): check {READ_ENV} "
                                     f"and {', '.join(USER_CONTEXT_ENV)}", status=401) from None
@@ -576,11 +579,6 @@ class XClient:
 
 class _MalformedAnswer(Exception):
     """The answer was JSON but not an object."""
-
-
-def _maybe_done(reason: str) -> bool:
-    """Whether a failed request may still have been carried out (not so for a 429 or a refused connect)."""
-    return not (reason.startswith("rate limited") or reason == "could not connect")
 
 
 def _status(e: tweepy.HTTPException) -> int | None:
@@ -782,8 +780,9 @@ def download_archives(handles: list[str], settings: Settings, *, client: XClient
             cache.update(x, user, on_page=lambda n, task=task: bar.advance(task, n))
             bar.finish(task)
     if progress:
-        console.print(f"X: {x.usage}" + (f" ({len(handles) - len(stale)} from the cache)" if len(stale) < len(handles) else ""),
-                        markup=False, highlight=False)
+        cached = ", ".join(f"@{h}" for h in handles if h not in users)
+        console.print(f"X: {x.usage}" + (f" ({cached} from the cache)" if cached else ""),
+                      markup=False, highlight=False)
     return {h: open_archive(cache.path(h)) for h in handles}
 
 

@@ -416,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
                                          "[end_time,expansions,max_results,media.fields,pagination_token,place.fields,"
                                          "poll.fields,since_id,start_time,tweet.fields,until_id,user.fields]"))
         tweet_fields = _fields(query, "tweet.fields", TWEET_FIELDS)
-        user_fields = _fields(query, "user.fields", USER_FIELDS)
+        _fields(query, "user.fields", USER_FIELDS)  # checked here, applied in _serve_user
         expansions = _list_param(query, "expansions", {"author_id", "referenced_tweets.id", "attachments.media_keys",
                                                        "in_reply_to_user_id", "entities.mentions.username",
                                                        "referenced_tweets.id.author_id", "edit_history_tweet_ids",
