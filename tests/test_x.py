@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from bot.archive import open_archive, post_from_v2, user_sidecar
 from bot.config import Settings, XSettings
@@ -101,6 +104,15 @@ def test_fit_reply_keeps_links_inside_the_text():
     reply = fit_reply(text)
     assert weighted_length(reply) <= 280
     assert LINK in reply and reply.endswith("https://example.org/end")
+
+
+@settings_(max_examples=200, deadline=None)
+@given(st.text(min_size=0, max_size=400), st.sampled_from([None, LINK, "https://t.co/" + "x" * 200]))
+def test_fit_reply_always_fits_and_keeps_the_link(text, url):
+    reply = fit_reply(text, url)
+    assert weighted_length(reply) <= 280
+    if url:
+        assert reply.endswith(url)
 
 
 def test_cjk_reply_fits_x_counting_not_character_counting():
