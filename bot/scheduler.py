@@ -49,9 +49,9 @@ def make_x(settings: Settings):
         from bot.local import LocalX
 
         return LocalX.from_settings(settings)
-    from bot.x import BotX
+    from bot.x import XClient
 
-    return BotX.from_settings(settings)
+    return XClient.from_settings(settings)
 
 
 class Bot:
@@ -212,7 +212,7 @@ class Bot:
                     return
             self.store.mark_sending(r.id)
             failpoint("before_reply")
-            reply_id = self.x.reply(r.mention_id, r.reply_text)
+            reply_id = self.x.reply(r.mention_id, reply_text(r))
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
         except Exception as e:  # noqa: BLE001 - X refused or is down: try again later
@@ -262,6 +262,14 @@ class Bot:
             pass
         scheduler.shutdown(wait=True)
         log.info("stopped")
+
+
+def reply_text(r: Request) -> str:
+    """The reply as posted. The request number makes every reply unique (X refuses a duplicate text,
+    which a reused model or a second "help" would otherwise be) and lets the operator find it in `status`."""
+    first, _, rest = r.reply_text.partition("\n")
+    # On the first line, which fitting the text to 280 characters never cuts.
+    return f"{first} (request #{r.id})" + (f"\n{rest}" if rest else "")
 
 
 def _now():

@@ -1,0 +1,153 @@
+"""The bot end to end: `huggingtweets run --once` in a subprocess, against the loopback X API and Hub,
+training the tiny model. Each test reads like a conversation: mentions in, repos and replies out."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_x import FakeX
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def x():
+    with FakeX() as fake:
+        fake.add_user("dora", posts=180)
+        fake.add_user("eli", posts=160)
+        yield fake
+
+
+@pytest.fixture
+def bot(tmp_path, x, fake_hub):
+    return BotRunner(tmp_path, x, fake_hub)
+
+
+class BotRunner:
+    """Runs the real command in a subprocess with a config and an environment of its own."""
+
+    def __init__(self, tmp: Path, x: FakeX, hub, **bot_settings):
+        self.tmp, self.x, self.hub = tmp, x, hub
+        self.config = tmp / "config.toml"
+        self.write_config()
+
+    def write_config(self, **bot) -> None:
+        bot_section = {"source": "x", "state_db": str(self.tmp / "bot.sqlite3"), "work_dir": str(self.tmp / "work"),
+                       "quota_per_day": 2, "max_attempts": 2, **bot}
+        lines = ["[train]", 'base_model = "tiny"', "epochs = 1", "num_samples = 3", "",
+                 "[x]", f'cache_dir = "{self.tmp / "x-cache"}"', "max_retries = 1", "",
+                 "[hub]", "max_retries = 1", "", "[bot]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in bot_section.items()]
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def env(self, **extra) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "HUGGINGTWEETS_FAILPOINT"}
+        env.update(self.x.env())
+        env.update(HF_TOKEN=self.hub.token, PYTHONPATH=str(ROOT), **extra)
+        return env
+
+    def run(self, failpoint: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        extra = {"HUGGINGTWEETS_FAILPOINT": failpoint} if failpoint else {}
+        return subprocess.run([sys.executable, "-m", "bot", "--config", str(self.config), "run", "--once"],
+                              capture_output=True, text=True, timeout=timeout, env=self.env(**extra), cwd=self.tmp)
+
+    def run_ok(self) -> subprocess.CompletedProcess:
+        result = self.run()
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def replies_to(self, mention_id: str) -> list[str]:
+        return [p["text"] for p in self.x.posted if p.get("in_reply_to_tweet_id") == mention_id]
+
+    def states(self) -> dict[str, str]:
+        with sqlite3.connect(self.tmp / "bot.sqlite3") as db:
+            return dict(db.execute("SELECT mention_id, state FROM requests").fetchall())
+
+
+def test_a_mention_becomes_a_published_model_and_a_reply_with_its_link(bot, x, fake_hub):
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    result = bot.run_ok()
+
+    repo = fake_hub.repos["huggingtweets/dora"]
+    assert {"model.safetensors", "README.md", "predictions.png", "run.json"} <= set(repo.files)
+    [reply] = bot.replies_to(mention)
+    assert "/huggingtweets/dora" in reply and "My dream is" in reply
+    assert "@dora" not in reply  # the person modelled is not pinged
+    assert bot.states() == {mention: "done"}
+    assert "request 1: training -> publishing" in result.stderr
+    assert fake_hub.token not in result.stderr and x.env()["X_BEARER_TOKEN"] not in result.stderr
+
+
+def test_requests_that_cannot_be_served_get_a_reply_that_says_why(bot, x):
+    help_ = x.add_mention("carol", "@huggingtweets help")
+    too_many = x.add_mention("carol", "@huggingtweets train @a @b @c @d")
+    bad = x.add_mention("carol", "@huggingtweets train @no/pe")
+    protected = x.add_mention("carol", "@huggingtweets train @locked_box")
+    unknown = x.add_mention("dave", "@huggingtweets train @nobody_here")
+    x.add_mention("dave", "@huggingtweets train @gone_account")
+    over_quota = x.add_mention("dave", "@huggingtweets train @eli")  # dave's third today; the quota is 2
+    chatter = x.add_mention("carol", "I like what @huggingtweets does")
+    bot.run_ok()
+
+    assert "train @alice" in bot.replies_to(help_)[0]
+    assert "at most 3" in bot.replies_to(too_many)[0]
+    assert "is not a handle" in bot.replies_to(bad)[0]
+    assert "protected" in bot.replies_to(protected)[0]
+    assert "could not find" in bot.replies_to(unknown)[0]
+    assert "limit of 2" in bot.replies_to(over_quota)[0]
+    assert bot.replies_to(chatter) == []
+    assert x.count("/2/users/") >= 1
+    assert len(x.posted) == 7  # one reply each, none for the chatter
+
+
+def test_opting_out_deletes_the_persons_models_and_stops_new_ones(bot, x, fake_hub):
+    for name in ("dora", "dora-eli", "adora"):
+        fake_hub.create_repo(f"huggingtweets/{name}")
+    opt_out = x.add_mention("dora", "@huggingtweets opt out")
+    bot.run_ok()
+    assert set(fake_hub.repos) == {"huggingtweets/adora"}
+    assert "opted out" in bot.replies_to(opt_out)[0] and "deleted 2 models" in bot.replies_to(opt_out)[0]
+
+    again = x.add_mention("carol", "@huggingtweets train @dora")
+    bot.run_ok()
+    assert "opted out" in bot.replies_to(again)[0]
+    assert "huggingtweets/dora" not in fake_hub.repos
+
+
+def test_a_recent_model_is_reused_without_downloading_or_training(bot, x, fake_hub):
+    first = x.add_mention("carol", "@huggingtweets @eli")
+    bot.run_ok()
+    commits = len(fake_hub.repos["huggingtweets/eli"].commits)
+    reads = x.count("/2/users/", "GET")
+
+    second = x.add_mention("dave", "@huggingtweets train @eli")
+    bot.run_ok()
+    assert bot.replies_to(second)[0].split("\n")[0] == bot.replies_to(first)[0].split("\n")[0]
+    assert len(fake_hub.repos["huggingtweets/eli"].commits) == commits
+    # Only the mentions poll and the bot's own account were read: no timeline.
+    assert x.count("/2/users/", "GET") - reads <= 2
+
+
+@pytest.mark.parametrize("failpoint", [
+    "ingested", "entered:downloading", "entered:training", "entered:publishing", "entered:replying",
+    "before_reply", "reply_sent",
+])
+@pytest.mark.parametrize("round_", [1, 2])
+def test_a_crash_at_any_point_loses_nothing_and_replies_once(bot, x, fake_hub, failpoint, round_):
+    train = x.add_mention("carol", f"@huggingtweets train @dora")
+    help_ = x.add_mention("dave", "@huggingtweets help")
+
+    crashed = bot.run(failpoint=failpoint)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    bot.run_ok()  # the restart
+
+    assert len(bot.replies_to(train)) == 1
+    assert len(bot.replies_to(help_)) == 1
+    assert bot.states() == {train: "done", help_: "done"}
+    assert "huggingtweets/dora" in fake_hub.repos
