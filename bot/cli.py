@@ -358,8 +358,9 @@ def download(
 ) -> None:
     """Download a user's posts from X as JSONL of API v2 posts, ready for --archive.
 
-    Reads through the cache in [x] cache_dir: a user read within [x] cache_ttl_hours is not read
-    again, and after that only newer posts are fetched. Needs X_BEARER_TOKEN.
+    Reads through the cache (cache_dir in the x section of config.toml): a user read less than
+    cache_ttl_hours ago is not read again, and after that only newer posts are fetched.
+    Needs X_BEARER_TOKEN.
 
     Example: huggingtweets download dreamy_kettle --out dreamy_kettle.jsonl
     """
