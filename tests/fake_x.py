@@ -1,6 +1,6 @@
 """A loopback X API v2 server for tests: accounts, timelines, mentions, posting, and faults on demand.
 
-    >>> from tests.fake_x import FakeX
+    >>> from fake_x import FakeX                # tests/ is on sys.path under pytest
     >>> with FakeX() as fake:
     ...     env = fake.env()                    # X_API_BASE_URL and the credentials this server accepts
     ...     mention_id = fake.add_mention("carol", "@huggingtweets train @alice")

@@ -30,8 +30,8 @@ from bot.x import (
     fit_reply,
     weighted_length,
 )
-from tests import fake_x
-from tests.fake_x import BOT_ID, FakeX, simple_weighted_length
+import fake_x  # tests/ is on sys.path (pytest puts a test's folder there)
+from fake_x import BOT_ID, FakeX, simple_weighted_length
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = "https://huggingface.co/huggingtweets/alice-bob-carol"
