@@ -41,9 +41,9 @@ class DataSettings(Section):
 class TrainSettings(Section):
     base_model: str = "openai-community/gpt2"
     learning_rate: float = Field(1.372e-4, gt=0, lt=1)
-    epochs: int = Field(4, ge=1, le=100)
-    batch_size: int = Field(8, ge=1, le=1024)
-    block_size: int = Field(256, ge=16, le=8192)
+    epochs: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(1, ge=1, le=1024)
+    block_size: int = Field(128, ge=16, le=8192)
     weight_decay: float = Field(0.0, ge=0)
     warmup_fraction: float = Field(0.0, ge=0, lt=1)
     early_stopping: bool = True
@@ -53,6 +53,7 @@ class TrainSettings(Section):
     sample_max_new_tokens: int = Field(60, ge=8, le=512)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_grad_norm: float = Field(1.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
     compile: bool = False
     output_dir: Path = Path("models")
 

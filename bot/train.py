@@ -210,6 +210,19 @@ def evaluate(model, ids, labels, batch_size: int, device) -> float:
     return float(total) / max(1, count)
 
 
+def set_dropout(model, p: float) -> None:
+    """Use dropout `p` everywhere in the model while training (the saved config keeps the base's).
+
+    Without dropout, PyTorch's fused attention kernels run in training too, and no random masks are
+    drawn: a step takes about a third less time on CPU.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
 @dataclass
 class FitResult:
     best_epoch: int = 0
@@ -234,9 +247,11 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = round(cfg.warmup_fraction * total_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
+    # The fused AdamW updates every tensor in one kernel (CUDA and CPU alike) instead of a loop of small ops.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+    set_dropout(model, cfg.dropout)
     step_fn = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    eval_batch = max(1, 4096 // ids.shape[1])  # no gradients: larger batches, fewer passes
     shuffle = torch.Generator().manual_seed(cfg.seed)
     result, best_state, step = FitResult(), None, 0
     model.train()
@@ -260,7 +275,7 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
         epoch_train = torch.stack(losses).float().cpu().tolist()
         result.step_losses += [round(v, 4) for v in epoch_train]
         result.epochs_run = epoch
-        val = evaluate(model, *validation, cfg.batch_size * 2, device) if len(validation[0]) else None
+        val = evaluate(model, *validation, eval_batch, device) if len(validation[0]) else None
         result.epoch_losses.append({"epoch": epoch, "train_loss": round(sum(epoch_train) / len(epoch_train), 4),
                                     "validation_loss": None if val is None else round(val, 4)})
         if val is None:  # nothing held out: the last epoch is the one kept
@@ -450,7 +465,11 @@ def peak_memory(device) -> int:
 
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    try:  # VmHWM: ru_maxrss would also count a parent's peak carried across fork and exec
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
 def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | None = None,
@@ -534,7 +553,7 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
                                 "warmup_fraction": cfg.warmup_fraction, "epochs": cfg.epochs,
                                 "batch_size": cfg.batch_size, "block_size": block_size,
                                 "weight_decay": cfg.weight_decay, "max_grad_norm": cfg.max_grad_norm,
-                                "early_stopping": cfg.early_stopping, "optimizer": "AdamW",
+                                "early_stopping": cfg.early_stopping, "dropout": cfg.dropout, "optimizer": "AdamW",
                                 "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
                                 "compiled": bool(cfg.compile and device.type == "cuda")},
             "seed": cfg.seed,

@@ -179,7 +179,7 @@ def test_fit_stops_when_validation_gets_worse_and_keeps_the_best_epoch(tiny_cach
     model, tok = T.load_base_model(T.resolve_base_model("tiny"), cpu)
     data, val = T.pack(sample_dataset.train, tok, 64), T.pack(sample_dataset.validation, tok, 64)
     # A learning rate far too high for this model: the validation loss soon stops improving.
-    result = T.fit(model, data, val, TrainSettings(learning_rate=5e-2, epochs=8, batch_size=4, block_size=64), cpu)
+    result = T.fit(model, data, val, TrainSettings(learning_rate=0.1, epochs=8, batch_size=4, block_size=64), cpu)
     losses = [e["validation_loss"] for e in result.epoch_losses]
     assert result.epochs_run < 8  # stopped early
     assert losses[-1] > min(losses)  # ... because the last epoch was worse
