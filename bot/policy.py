@@ -13,6 +13,8 @@ Protected and opted-out accounts are never modelled, in any mode.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bot.config import Settings
 from bot.grammar import HELP_TEXT, Command, parse_mention
 from bot.store import NewRequest, Store
@@ -37,6 +39,9 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
 
     if command.kind == "ignore":
         return ignore(command.reason)
+    age = _age_seconds(getattr(mention, "created_at", None), store.clock())
+    if age is not None and age > settings.bot.max_mention_age_hours * 3600:
+        return ignore("too old to answer")
     if requester in {h.lower() for h in settings.bot.blocklist}:
         return ignore("requester is on the blocklist")
     if command.kind == "help":
@@ -77,6 +82,16 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     if store.queue_length() >= settings.bot.max_queue:
         return reject("queue full", "Sorry, I am too busy right now. Please ask again in a few hours.")
     return NewRequest(**{**base, "repo": repo}, state="queued")
+
+
+def _age_seconds(created_at: str | None, now: float) -> float | None:
+    """Seconds since an X timestamp ('2026-11-22T10:00:00.000Z'); None when there is none to read."""
+    if not created_at:
+        return None
+    try:
+        return now - datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def _names(handles) -> str:

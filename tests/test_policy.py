@@ -99,3 +99,14 @@ def test_every_mention_becomes_a_request_or_a_reply(store, text, author, reply, 
         assert new.reply_text
     else:
         assert new.state == "ignored" and new.reply_text is None
+
+
+def test_old_mentions_are_stored_but_not_answered(store):
+    @dataclass
+    class Dated(Mention):
+        created_at: str | None = None
+
+    stale = Dated("1", "@huggingtweets train @bob", created_at="2020-01-01T00:00:00.000Z")
+    fresh = Dated("2", "@huggingtweets train @bob", created_at=None)
+    assert decide(stale, settings_with(), store).reason == "too old to answer"
+    assert decide(fresh, settings_with(), store).state == "queued"
