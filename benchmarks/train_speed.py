@@ -110,10 +110,11 @@ def heldout_loss(folder: Path, texts: list[str], device) -> float:
     return evaluate(model, ids, labels, 16, device)
 
 
-def model_flops_per_token(config) -> float:
-    """Training FLOPs per token: 6 per parameter (forward and backward) plus attention (PaLM, appendix B)."""
+def model_flops_per_token(config, block_size: int) -> float:
+    """Training FLOPs per token: 6 per parameter (forward and backward) plus attention over the
+    block (PaLM, appendix B; as nanoGPT's MFU estimate)."""
     n = config.n_layer * 12 * config.n_embd**2 + config.vocab_size * config.n_embd  # blocks + the tied LM head
-    return 6 * n + 12 * config.n_layer * config.n_embd * config.n_positions / 2  # causal: half the context
+    return 6 * n + 12 * config.n_layer * config.n_embd * block_size
 
 
 # --- the corpus and the base models ---------------------------------------------------------------
@@ -169,6 +170,7 @@ def run_recipe(dataset, base: str, device, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
 
+    torch.set_float32_matmul_precision("highest")  # plain fp32, as the original (ours turns TF32 on)
     reset_peak_memory(device)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -202,14 +204,15 @@ def run_recipe(dataset, base: str, device, out: Path) -> dict:
     # Blocks all have one length, so stacking them is what the original's language-modelling collator did.
     trainer = Trainer(model=model, args=args, train_dataset=Blocks(), data_collator=default_data_collator)
     train_started = time.perf_counter()
-    trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; keep stdout for the report
+        trainer.train()
     sync(device)
     train_seconds = time.perf_counter() - train_started
     folder = out / "recipe"
     trainer.save_model(str(folder))
     tokenizer.save_pretrained(folder)
     seconds = time.perf_counter() - started
-    tokens = len(blocks) * block
+    tokens = len(blocks) * (block - 1)  # predicted tokens, as ours counts them
     shutil.rmtree(out / "trainer", ignore_errors=True)
     return {"seconds": seconds, "train_seconds": train_seconds, "tokens": tokens, "tokens_per_s": tokens / train_seconds,
             "steps": len(blocks), "block_size": block, "batch_size": 1, "peak_memory_mb": peak_memory_mb(device),
@@ -324,6 +327,15 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def load_average() -> list[float] | None:
+    """The machine's 1, 5 and 15-minute load averages at the end: other work on a shared machine slows
+    small steps most, so the figures are only comparable at a similar load."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def hardware(device) -> dict:
     import torch
 
@@ -374,6 +386,7 @@ def main() -> None:
                                    "steps": micro_steps(base, device, train.batch_size, train.block_size)}
             if args.ablation:
                 report["ablation"] = run_ablation(dataset, base, device, work, overrides)
+            report["load_average"] = load_average()
             print(json.dumps(report, indent=2) if args.json else format_extras(report))
             return
         samples: dict[str, list[dict]] = {"recipe": [], "ours": []}
@@ -387,7 +400,7 @@ def main() -> None:
             run["heldout_loss"] = heldout_loss(samples[name][0]["folder"], dataset.validation, device)
             run["all_seconds"] = [round(r["seconds"], 3) for r in samples[name]]
 
-    report = {"device": hardware(device), "base_model": base_name, "posts": args.posts,
+    report = {"device": hardware(device), "base_model": base_name, "posts": args.posts, "load_average": load_average(),
               "train_posts": len(dataset.train), "validation_posts": len(dataset.validation),
               "settings_changed": overrides, "runs": runs, "python": platform.python_version(),
               "transformers": transformers.__version__}
@@ -397,7 +410,7 @@ def main() -> None:
         config = AutoConfig.from_pretrained(base)
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-        achieved = model_flops_per_token(config) * runs["ours"]["tokens_per_s"]
+        achieved = model_flops_per_token(config, runs["ours"]["block_size"]) * runs["ours"]["tokens_per_s"]
         runs["ours"]["model_tflops"] = achieved / 1e12
         runs["ours"]["mfu"] = achieved / peak if peak else None
     if len(runs) == 2:
@@ -437,7 +450,8 @@ def print_report(report: dict) -> None:
     dev = report["device"]
     where = dev.get("gpu") or f"{dev.get('cpu')}, {dev.get('threads')} threads"
     print(f"{report['base_model']} on {dev['device']} ({where}); {report['posts']:,} posts "
-          f"({report['train_posts']:,} train, {report['validation_posts']:,} validation)")
+          f"({report['train_posts']:,} train, {report['validation_posts']:,} validation); load average "
+          f"{report['load_average']}")
     if report["settings_changed"]:
         print(f"ours with {report['settings_changed']}")
     print(f"{'':8} {'to folder':>10} {'training':>10} {'tokens/s':>10} {'peak MB':>9} {'held-out loss':>14}")

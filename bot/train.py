@@ -500,8 +500,7 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for any fp32 matmul left outside autocast
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left outside autocast
         torch.cuda.reset_peak_memory_stats(device)
     base = resolve_base_model(base_model or cfg.base_model)
     model, tokenizer = load_base_model(base, device)
