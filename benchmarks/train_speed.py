@@ -262,36 +262,46 @@ def run_ablation(dataset, base: str, device, work: Path, overrides: dict) -> lis
     return rows
 
 
-def micro_steps(base: str, device, batch: int, block: int, steps: int = 30) -> list[dict]:
-    """Milliseconds per training step (forward, backward, clipping, optimiser) for single changes."""
+def micro_steps(base: str, device, batch: int, block: int, rounds: int = 15, steps: int = 8) -> list[dict]:
+    """Milliseconds per training step (forward, backward, clipping, optimiser) for single changes.
+
+    The variants take turns, a few steps each, for `rounds` rounds, and each reports its median step:
+    on a shared machine the load drifts, and taking turns spreads the drift over all of them.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bot.train import autocast_for, set_dropout
+    from bot.train import autocast_for, causal_lm_loss, set_dropout
 
     variants = [
-        ("as ours: fused AdamW, SDPA attention, no dropout", {}),
+        ("ours: written-out GPT-2 loss, SDPA, fused AdamW", {}),
+        ("library forward (SDPA attention)", {"library": True}),
+        ("library forward, eager attention", {"library": True, "attn": "eager"}),
         ("for-loop AdamW", {"fused": False}),
-        ("eager (non-fused) attention", {"attn": "eager"}),
         ("dropout 0.1", {"dropout": 0.1}),
         ("bf16 autocast" if device.type == "cpu" else "fp32 (no autocast)", {"flip_precision": True}),
     ]
-    rows = []
-    for label, v in variants:
+
+    def make_step(v: dict):
         model = AutoModelForCausalLM.from_pretrained(base, attn_implementation=v.get("attn", "sdpa")).to(device)
         model.loss_type = "ForCausalLM"
         model.train()
         set_dropout(model, v.get("dropout", 0.0))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=v.get("fused", True),
-                                foreach=None if v.get("fused", True) else False)
+        fused = v.get("fused", True)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused, foreach=None if fused else False)
         x = torch.randint(0, model.config.vocab_size, (batch, block), device=device)
-        ours = autocast_for(device)
-        if v.get("flip_precision"):
-            ours = torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else contextlib.nullcontext()
+
+        def precision():
+            if not v.get("flip_precision"):
+                return autocast_for(device)
+            return torch.autocast("cpu", dtype=torch.bfloat16) if device.type == "cpu" else contextlib.nullcontext()
 
         def step():
-            with (ours if v.get("flip_precision") else autocast_for(device)):
-                loss = model(input_ids=x, labels=x).loss
+            with precision():
+                if v.get("library"):
+                    loss = model(input_ids=x, labels=x, use_cache=False).loss
+                else:
+                    loss = causal_lm_loss(model, x, x)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -299,14 +309,21 @@ def micro_steps(base: str, device, batch: int, block: int, steps: int = 30) -> l
 
         for _ in range(3):
             step()
-        sync(device)
-        times = []
-        for _ in range(steps):
-            started = time.perf_counter()
-            step()
-            sync(device)
-            times.append(time.perf_counter() - started)
-        ms = statistics.median(times) * 1000
+        return step
+
+    runners = [(label, make_step(v)) for label, v in variants]
+    times: dict[str, list[float]] = {label: [] for label, _ in runners}
+    for _ in range(rounds):
+        for label, step in runners:
+            for _ in range(steps):
+                sync(device)
+                started = time.perf_counter()
+                step()
+                sync(device)
+                times[label].append(time.perf_counter() - started)
+    rows = []
+    for label, _ in runners:
+        ms = statistics.median(times[label]) * 1000
         rows.append({"variant": label, "ms_per_step": ms, "tokens_per_s": batch * block / ms * 1000})
     return rows
 

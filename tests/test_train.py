@@ -187,6 +187,30 @@ def test_fit_stops_when_validation_gets_worse_and_keeps_the_best_epoch(tiny_cach
     assert T.evaluate(model, *val, 8, cpu) == pytest.approx(min(losses), abs=1e-3)  # the best weights are back
 
 
+def test_written_out_gpt2_loss_matches_the_library_forward(tiny_cache):
+    import torch
+
+    from bot import train as T
+
+    cpu = torch.device("cpu")
+    model, _ = T.load_base_model(T.resolve_base_model("tiny"), cpu)
+    assert T._plain_gpt2(model)
+    T.set_dropout(model, 0.0)
+    model.train()
+    ids = torch.randint(0, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[-1, 25:] = T.IGNORE_INDEX  # a padded tail
+    ours = T.causal_lm_loss(model, ids, labels)
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    library = model(input_ids=ids, labels=labels, use_cache=False).loss
+    library.backward()
+    assert ours.item() == pytest.approx(library.item(), abs=1e-5)
+    for mine, theirs in zip(ours_grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
 def test_cosine_schedule_starts_at_the_peak_and_ends_near_zero():
     from bot.train import cosine_lr
 
