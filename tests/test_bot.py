@@ -151,3 +151,49 @@ def test_a_crash_at_any_point_loses_nothing_and_replies_once(bot, x, fake_hub, f
     assert len(bot.replies_to(help_)) == 1
     assert bot.states() == {train: "done", help_: "done"}
     assert "huggingtweets/dora" in fake_hub.repos
+
+
+def test_sigterm_stops_cleanly_and_a_restart_resumes(bot, x, fake_hub):
+    import signal
+    import time
+
+    bot.write_config(poll_interval_seconds=1)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    process = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(bot.config), "run"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bot.env(), cwd=bot.tmp)
+    deadline = time.monotonic() + 120
+    while not (bot.tmp / "bot.sqlite3").exists() or bot.states().get(mention) != "training":
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "the request never reached training"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "stopped in training" in stderr
+    assert bot.states() == {mention: "training"} and x.posted == []
+
+    bot.run_ok()
+    assert bot.states() == {mention: "done"}
+    assert len(bot.replies_to(mention)) == 1
+
+
+def test_status_shows_the_queue(bot, x):
+    x.add_mention("carol", "@huggingtweets train @locked_box")
+    bot.run_ok()
+    result = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "status"],
+                            capture_output=True, text=True, env=bot.env(), cwd=bot.tmp)
+    assert result.returncode == 0, result.stderr
+    assert "failed" in result.stdout and "@carol" in result.stdout and "@locked_box" in result.stdout
+    assert "protected" in result.stdout
+
+
+def test_the_demo_answers_its_sample_mention_offline(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("X_", "HF_TOKEN"))}
+    result = subprocess.run([sys.executable, "-m", "bot", "demo", "--dir", str(tmp_path / "demo")],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "received -> queued -> downloading -> training -> publishing -> replying -> done" in result.stdout
+    [reply] = [json.loads(line) for line in (tmp_path / "demo" / "outbox.jsonl").read_text().splitlines()]
+    assert "huggingtweets/dreamy_kettle" in reply["text"]
+    published = tmp_path / "demo" / "hub" / "huggingtweets" / "dreamy_kettle"
+    assert (published / "model.safetensors").exists() and (published / "README.md").exists()
