@@ -97,6 +97,7 @@ class BotSettings(Section):
     job_timeout_seconds: float = Field(3600.0, ge=10)
     max_attempts: int = Field(3, ge=1, le=20)
     max_mention_age_hours: float = Field(24.0, gt=0)
+    retry_base_seconds: float = Field(30.0, ge=0)
 
 
 class Secrets:

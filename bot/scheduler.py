@@ -31,7 +31,6 @@ from bot.store import Request, Store
 
 log = logging.getLogger("huggingtweets.bot")
 
-RETRY_BASE_SECONDS = 30.0
 RETRY_MAX_SECONDS = 3600.0
 
 
@@ -117,8 +116,11 @@ class Bot:
             if r.attempts + 1 >= self.settings.bot.max_attempts:
                 self.fail(r, reason, failure_reply("failed", detail="the job failed several times"))
             else:
-                delay = min(RETRY_BASE_SECONDS * 2 ** r.attempts, RETRY_MAX_SECONDS)
+                delay = self.retry_delay(r)
                 self.store.retry_later(r.id, reason, delay)
+
+    def retry_delay(self, r: Request) -> float:
+        return min(self.settings.bot.retry_base_seconds * 2 ** r.attempts, RETRY_MAX_SECONDS)
 
     def fail(self, r: Request, reason: str, reply: str) -> None:
         self.store.transition(r.id, "failed", note=reason, reason=reason, reply_text=reply)
@@ -216,7 +218,7 @@ class Bot:
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
         except Exception as e:  # noqa: BLE001 - X refused or is down: try again later
-            delay = min(RETRY_BASE_SECONDS * 2 ** r.attempts, RETRY_MAX_SECONDS)
+            delay = self.retry_delay(r)
             self.store.update(r.id, attempts=r.attempts + 1, next_attempt_at=self.store.clock() + delay,
                               reason=_short(scrub(f"reply failed: {e}")))
             log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, _short(scrub(str(e))))

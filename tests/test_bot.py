@@ -197,3 +197,19 @@ def test_the_demo_answers_its_sample_mention_offline(tmp_path):
     assert "huggingtweets/dreamy_kettle" in reply["text"]
     published = tmp_path / "demo" / "hub" / "huggingtweets" / "dreamy_kettle"
     assert (published / "model.safetensors").exists() and (published / "README.md").exists()
+
+
+def test_a_passing_hub_failure_is_retried_and_a_lasting_one_gets_a_reply(bot, x, fake_hub):
+    bot.write_config(retry_base_seconds=0, max_attempts=2)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    fake_hub.fail_next("/api/models/huggingtweets/dora/commit", 503, times=2)  # more than the Hub client retries
+    bot.run_ok()
+    assert bot.states() == {mention: "done"}  # the bot's own retry published it
+    assert len(fake_hub.repos["huggingtweets/dora"].commits) >= 1
+    assert len(bot.replies_to(mention)) == 1
+
+    second = x.add_mention("dave", "@huggingtweets train @eli")
+    fake_hub.fail_next("/api/models/huggingtweets/eli/commit", 503, times=100)
+    bot.run_ok()
+    assert bot.states()[second] == "failed"
+    assert "something went wrong" in bot.replies_to(second)[0]
