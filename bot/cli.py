@@ -312,10 +312,10 @@ def delete(
 def train(
     handles: Handles,
     archive: Archives = None,
-    base_model: Annotated[Optional[str], typer.Option("--base-model", help="A Hub id, a local model folder, or 'tiny' (built locally; no download). Default: [train] base_model.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="The model folder to write (default: [train] output_dir / the model's name).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, max=100, help="Passes over the training set (default: [train] epochs).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for initialisation, shuffling and samples (default: [train] seed).")] = None,
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="A Hub id, a local model folder, or 'tiny' (built locally; no download). Default: train.base_model in the config.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="The model folder to write (default: train.output_dir in the config, then the model's name).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, max=100, help="Passes over the training set (default: train.epochs in the config).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for initialisation, shuffling and samples (default: train.seed in the config).")] = None,
     push: Annotated[bool, typer.Option("--push", help="Publish the folder when it is written (as `huggingtweets publish`).")] = False,
 ) -> None:
     """Fine-tune a model on the posts and write a Hub-ready model folder.
