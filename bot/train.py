@@ -1,5 +1,6 @@
 """Fine-tuning: from a dataset to a Hub-ready model folder.
 
+    >>> from pathlib import Path
     >>> from bot.config import load_settings
     >>> from bot.dataset import Dataset
     >>> from bot.train import train_model
@@ -15,7 +16,8 @@ image, the loss curve and `run.json`, the run's facts (read by the scheduler and
 The loop is a plain PyTorch loop in the spirit of nanoGPT: posts separated by the end-of-text token
 are packed into blocks, AdamW with a cosine schedule, a validation pass after each epoch, the best
 epoch kept, early stop when the validation loss gets worse. CUDA when present (bf16 autocast, TF32,
-fused AdamW, PyTorch's SDPA attention), CPU otherwise; seeded and reproducible on CPU.
+fused AdamW, PyTorch's SDPA attention, optional torch.compile), CPU otherwise; seeded and
+reproducible on CPU. Why the defaults are one pass of small updates: benchmarks/README.md.
 """
 
 from __future__ import annotations
