@@ -187,7 +187,7 @@ def causal_lm_loss(model, ids, labels):
 
     GPT-2 runs through `_gpt2_loss` below, the same computation written out in a dozen lines as in
     nanoGPT: it skips the bookkeeping of the library's forward (cache objects, masks, output classes),
-    which is a quarter of a step for small models on CPU. Other models use their own forward.
+    about a sixth of a small step on CPU (benchmarks/README.md). Other models use their own forward.
     """
     if _plain_gpt2(model):
         return _gpt2_loss(model, ids, labels)
@@ -261,7 +261,7 @@ def set_dropout(model, p: float) -> None:
     """Use dropout `p` everywhere in the model while training (the saved config keeps the base's).
 
     Without dropout, PyTorch's fused attention kernels run in training too, and no random masks are
-    drawn: a step takes about a third less time on CPU.
+    drawn: a small step takes about a quarter less time on CPU.
     """
     import torch
 
