@@ -173,7 +173,13 @@ def test_sigterm_stops_cleanly_and_a_restart_resumes(bot, x, fake_hub):
     process = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(bot.config), "run"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bot.env(), cwd=bot.tmp)
     deadline = time.monotonic() + 120
-    while not (bot.tmp / "bot.sqlite3").exists() or bot.states().get(mention) != "training":
+    def state():
+        try:
+            return bot.states().get(mention)
+        except sqlite3.OperationalError:  # the bot has not created its tables yet
+            return None
+
+    while state() != "training":
         assert process.poll() is None, process.stderr.read()[-2000:]
         assert time.monotonic() < deadline, "the request never reached training"
         time.sleep(0.2)
