@@ -18,24 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.archive import Archive, find_archive
 from bot.errors import AccountError, ArchiveError
+from bot.x import Mention
 
 BOT_USER_ID = "0"
-
-
-@dataclass(frozen=True)
-class LocalMention:
-    id: str
-    author_username: str
-    text: str
-    author_id: str | None = None
-    created_at: str | None = None
-    in_reply_to_user_id: str | None = None
 
 
 class LocalX:
@@ -64,14 +54,14 @@ class LocalX:
         _append_line(self.inbox, record)
         return mention_id
 
-    def mentions_since(self, since_id: str | None) -> list[LocalMention]:
+    def mentions_since(self, since_id: str | None) -> list[Mention]:
         """Mentions newer than `since_id`, oldest first."""
         after = int(since_id) if since_id else 0
         found = []
         for record in self._read(self.inbox):
             if int(record["id"]) > after:
-                found.append(LocalMention(**{k: (str(v) if v is not None else None) for k, v in record.items()
-                                             if k in LocalMention.__dataclass_fields__}))
+                fields = {k: str(v) for k, v in record.items() if k in Mention.__dataclass_fields__ and v is not None}
+                found.append(Mention(**{"author_id": "", **fields}))
         return sorted(found, key=lambda m: int(m.id))
 
     def reply(self, in_reply_to_tweet_id: str, text: str) -> str:
