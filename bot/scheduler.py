@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.errors import AccountError, NotEnoughDataError, UserError, scrub
+from bot.errors import AccountError, NotEnoughDataError, UsageError, UserError, scrub
 from bot.failpoints import failpoint
 from bot.policy import decide, failure_reply, success_reply
 from bot.store import Request, Store
@@ -32,6 +32,8 @@ from bot.store import Request, Store
 log = logging.getLogger("huggingtweets.bot")
 
 RETRY_MAX_SECONDS = 3600.0
+# The bot account's OAuth 1.0a credentials: reading mentions and posting replies need them.
+USER_CONTEXT_ENV = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
 
 
 class Stopping(Exception):
@@ -242,8 +244,23 @@ class Bot:
         except Exception as e:  # noqa: BLE001 - X down or rate-limited: the next poll tries again
             log.warning("poll failed: %s", _short(scrub(str(e))))
 
+    def check_credentials(self) -> None:
+        """Stop at start, with one clear line, on what no retry can fix: a credential that is not set."""
+        missing = []
+        if self.settings.bot.source == "x":
+            missing += [name for name in USER_CONTEXT_ENV if not os.environ.get(name)]
+        if self.settings.hub.backend == "hub":
+            from huggingface_hub import get_token
+
+            if not get_token():
+                missing.append("HF_TOKEN")
+        if missing:
+            raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the bot needs "
+                             "X user credentials to read mentions and reply, and a Hub token to publish")
+
     def run(self, once: bool = False) -> None:
         """Poll and work until SIGTERM/SIGINT (or, with `once`, until nothing is left to do now)."""
+        self.check_credentials()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
         if once:

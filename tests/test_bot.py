@@ -230,3 +230,12 @@ def test_a_passing_hub_failure_is_retried_and_a_lasting_one_gets_a_reply(bot, x,
     bot.run_ok()
     assert bot.states()[second] == "failed"
     assert "something went wrong" in bot.replies_to(second)[0]
+
+
+def test_a_missing_credential_stops_the_bot_at_once_with_one_line(bot):
+    env = {k: v for k, v in bot.env().items() if k not in ("X_API_SECRET", "HF_TOKEN")}
+    result = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "run"],
+                            capture_output=True, text=True, timeout=60, env={**env, "HF_HOME": str(bot.tmp / "hf")})
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "X_API_SECRET" in line and "HF_TOKEN" in line and "Traceback" not in result.stderr
