@@ -81,12 +81,15 @@ class Bot:
     def work(self) -> bool:
         """Do the next due piece of work. False when nothing is due."""
         replies = [r for r in self.store.replies_due() if r.next_attempt_at <= self.store.clock()]
-        if replies:
-            for r in replies:
-                if self.stopping.is_set():
-                    break
-                self.send_reply(r)
+        sent = False
+        for r in replies:
+            if self.stopping.is_set():
+                return False
+            sent = self.send_reply(r) or sent
+        if sent:
             return True
+        # Every due reply failed: go on to other work rather than posting again at once (with a zero
+        # retry wait that would spin, and `run --once` would never end while X refuses).
         request = self.store.next_due()
         if request is None or self.stopping.is_set():
             return False
@@ -204,8 +207,8 @@ class Bot:
 
     # --- replies --------------------------------------------------------------------------------
 
-    def send_reply(self, r: Request) -> None:
-        """Exactly one reply per mention, across crashes."""
+    def send_reply(self, r: Request) -> bool:
+        """Exactly one reply per mention, across crashes. False when it failed and waits for a retry."""
         try:
             if r.reply_status == "sending":
                 # A reply may have gone out just before a crash: look before posting again.
@@ -213,17 +216,19 @@ class Bot:
                 if already:
                     log.info("request %d: reply %s was already sent", r.id, already)
                     self.store.mark_sent(r.id, already)
-                    return
+                    return True
             self.store.mark_sending(r.id)
             failpoint("before_reply")
             reply_id = self.x.reply(r.mention_id, reply_text(r))
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
+            return True
         except Exception as e:  # noqa: BLE001 - X refused or is down: try again later
             delay = self.retry_delay(r)
             self.store.update(r.id, attempts=r.attempts + 1, next_attempt_at=self.store.clock() + delay,
                               reason=_short(scrub(f"reply failed: {e}")))
             log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, _short(scrub(str(e))))
+            return False
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -239,3 +239,13 @@ def test_a_missing_credential_stops_the_bot_at_once_with_one_line(bot):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "X_API_SECRET" in line and "HF_TOKEN" in line and "Traceback" not in result.stderr
+
+
+def test_a_reply_x_keeps_refusing_waits_for_a_later_run_instead_of_spinning(bot, x):
+    bot.write_config(retry_base_seconds=0)
+    mention = x.add_mention("carol", "@huggingtweets help")
+    x.fail_next("/2/tweets", 403, times=10_000, method="POST")
+    result = bot.run(timeout=60)  # before the fix: the zero retry wait posted again and again, never exiting
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert bot.states() == {mention: "replying"} and x.posted == []
+    assert "reply failed" in result.stderr
