@@ -62,10 +62,11 @@ def _parse(text: str, bot: str, author: str, reply_to_bot: bool, max_handles: in
     if author == bot:
         return Command("ignore", reason="the bot's own post")
     tokens = [t.rstrip(TRAILING_PUNCT) or t for t in TOKEN_RE.findall(URL_RE.sub(" ", text))]
-    lowered_tokens = [t.lower().lstrip("＠") for t in tokens]
-    if f"@{bot}" not in [t if t.startswith("@") else "@" + t[1:] for t in lowered_tokens]:
+    # X also takes the full-width "＠" for a mention.
+    lowered_tokens = ["@" + t[1:].lower() if t.startswith("＠") else t.lower() for t in tokens]
+    if f"@{bot}" not in lowered_tokens:
         return Command("ignore", reason="the bot is not addressed")
-    at = [t.lstrip("@") for t in lowered_tokens].index(bot)
+    at = lowered_tokens.index(f"@{bot}")
     # A mention in passing ("I love what @bot does") is not a request; one that opens with @mentions is.
     in_passing = any(not t.startswith(("@", "＠")) for t in tokens[:at])
     # The run of @mentions around the bot's handle names people; X adds such a run to replies by itself.

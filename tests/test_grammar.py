@@ -21,6 +21,7 @@ def parse(text, author="carol", reply_to_bot=False):
     ("@huggingtweets me", ("carol",)),
     ("@huggingtweets train me", ("carol",)),
     ("@huggingtweets train @alice https://example.com/x", ("alice",)),
+    ("＠huggingtweets train @alice", ("alice",)),  # X takes the full-width at sign for a mention too
 ])
 def test_train_requests(text, handles):
     assert parse(text) == Command("train", handles)
