@@ -123,8 +123,10 @@ def setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     handler.addFilter(ScrubSecrets())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    for noisy in ("httpx", "httpcore", "urllib3", "apscheduler", "tweepy", "huggingface_hub"):
+    for noisy in ("httpx", "httpcore", "urllib3", "tweepy", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The work job is skipped every few seconds while a model trains; that is by design, not news.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 @app.command()

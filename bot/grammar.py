@@ -61,7 +61,8 @@ def parse_mention(text: object, bot_handle: str, author: str = "", reply_to_bot:
 def _parse(text: str, bot: str, author: str, reply_to_bot: bool, max_handles: int) -> Command:
     if author == bot:
         return Command("ignore", reason="the bot's own post")
-    tokens = [t.rstrip(TRAILING_PUNCT) or t for t in TOKEN_RE.findall(URL_RE.sub(" ", text))]
+    # ".@bot" is X's habit for a mention that is not a reply; the dot is not part of the handle.
+    tokens = [(t.rstrip(TRAILING_PUNCT) or t).removeprefix(".") for t in TOKEN_RE.findall(URL_RE.sub(" ", text))]
     # X also takes the full-width "＠" for a mention.
     lowered_tokens = ["@" + t[1:].lower() if t.startswith("＠") else t.lower() for t in tokens]
     if f"@{bot}" not in lowered_tokens:

@@ -223,11 +223,15 @@ class Bot:
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
             return True
-        except Exception as e:  # noqa: BLE001 - X refused or is down: try again later
-            delay = self.retry_delay(r)
-            self.store.update(r.id, attempts=r.attempts + 1, next_attempt_at=self.store.clock() + delay,
-                              reason=_short(scrub(f"reply failed: {e}")))
-            log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, _short(scrub(str(e))))
+        except Exception as e:  # noqa: BLE001 - X refused or is down: try again later, a few times
+            reason = _short(scrub(f"reply failed: {e}"))
+            if r.reply_attempts + 1 >= self.settings.bot.max_attempts:
+                self.store.give_up_reply(r.id, reason)
+                return False
+            delay = min(self.settings.bot.retry_base_seconds * 2 ** r.reply_attempts, RETRY_MAX_SECONDS)
+            self.store.update(r.id, reply_attempts=r.reply_attempts + 1,
+                              next_attempt_at=self.store.clock() + delay, reason=reason)
+            log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, reason)
             return False
 
     # --- the loop -------------------------------------------------------------------------------

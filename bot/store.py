@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.errors import UserError
 from bot.failpoints import failpoint
 
 log = logging.getLogger("huggingtweets.store")
@@ -99,6 +100,10 @@ MIGRATIONS: list[str] = [
         published_at REAL NOT NULL
     );
     """,
+    # 2: replies count their own attempts, so a reply that X keeps refusing is given up on
+    """
+    ALTER TABLE requests ADD COLUMN reply_attempts INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 
@@ -128,6 +133,7 @@ class Request:
     mention_created_at: str | None
     created_at: float
     updated_at: float
+    reply_attempts: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Request:
@@ -165,10 +171,13 @@ class Store:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: not a huggingtweets state database ({e})") from None
 
     def close(self) -> None:
         with self._lock:
@@ -184,7 +193,7 @@ class Store:
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path}: schema version {version} is newer than this program knows")
+                raise UserError(f"{self.path}: schema version {version} is newer than this program knows")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
@@ -309,6 +318,19 @@ class Store:
             updated = self._get(db, request_id)
         log.info("request %d: reply %s sent%s", request_id, reply_id,
                  "; replying -> done" if current.state == "replying" else "")
+        return updated
+
+    def give_up_reply(self, request_id: int, reason: str) -> Request:
+        """No more tries for this reply: X keeps refusing it (say, the mention was deleted)."""
+        with self.transaction() as db:
+            current = self._get(db, request_id)
+            self._update(db, request_id, reply_status="none", reason=reason)
+            if current.state == "replying":
+                db.execute("INSERT INTO transitions VALUES (?, ?, 'replying', 'done', ?)",
+                           (request_id, self.clock(), reason))
+                self._update(db, request_id, state="done")
+            updated = self._get(db, request_id)
+        log.warning("request %d: reply given up: %s", request_id, reason)
         return updated
 
     def replies_due(self) -> list[Request]:

@@ -249,3 +249,9 @@ def test_a_reply_x_keeps_refusing_waits_for_a_later_run_instead_of_spinning(bot,
     assert result.returncode == 0, result.stderr[-2000:]
     assert bot.states() == {mention: "replying"} and x.posted == []
     assert "reply failed" in result.stderr
+
+    # max_attempts = 2: the second refusal is the last; the request ends instead of trying forever.
+    result = bot.run(timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert bot.states() == {mention: "done"} and "reply given up" in result.stderr
+    assert x.count("/2/tweets", "POST") == 2

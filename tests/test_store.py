@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bot.errors import UserError
 from bot.store import MIGRATIONS, NewRequest, Store, TransitionError
 
 
@@ -35,8 +36,27 @@ def test_a_newer_schema_than_known_is_refused(tmp_path):
     Store(path).close()
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(UserError, match="newer"):
         Store(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    path.write_text("not a database, just text " * 100)
+    with pytest.raises(UserError, match="not a huggingtweets state database"):
+        Store(path)
+
+
+def test_an_old_schema_migrates_forward_keeping_its_requests(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:  # a database as the first version of the program left it
+        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db.execute("INSERT INTO requests (mention_id, requester, text, kind, state, created_at, updated_at)"
+                   " VALUES ('9', 'carol', 'hi', 'train', 'queued', 0, 0)")
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    [r] = store.requests()
+    assert (r.mention_id, r.state, r.reply_attempts) == ("9", "queued", 0)
 
 
 def test_ingest_stores_mentions_and_moves_the_cursor_together(store):
