@@ -113,15 +113,13 @@ def setup_logging() -> None:
     """Log lines on stderr, with every secret from the environment masked."""
     import logging
 
-    class ScrubSecrets(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            record.msg = scrub(record.getMessage())
-            record.args = None
-            return True
+    class ScrubbingFormatter(logging.Formatter):
+        # The whole line, tracebacks included, so no secret gets through in an exception's text.
+        def format(self, record: logging.LogRecord) -> str:
+            return scrub(super().format(record))
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    handler.addFilter(ScrubSecrets())
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for noisy in ("httpx", "httpcore", "urllib3", "tweepy", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

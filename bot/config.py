@@ -94,7 +94,7 @@ class BotSettings(Section):
     max_queue: int = Field(50, ge=1)
     blocklist: list[str] = []
     reuse_days: float = Field(30.0, ge=0)
-    job_timeout_seconds: float = Field(3600.0, ge=10)
+    job_timeout_seconds: float = Field(3600.0, ge=1)
     max_attempts: int = Field(3, ge=1, le=20)
     max_mention_age_hours: float = Field(24.0, gt=0)
     retry_base_seconds: float = Field(30.0, ge=0)

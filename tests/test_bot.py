@@ -255,3 +255,12 @@ def test_a_reply_x_keeps_refusing_waits_for_a_later_run_instead_of_spinning(bot,
     assert result.returncode == 0, result.stderr[-2000:]
     assert bot.states() == {mention: "done"} and "reply given up" in result.stderr
     assert x.count("/2/tweets", "POST") == 2
+
+
+def test_a_training_job_over_its_time_limit_is_killed_not_the_bot(bot, x):
+    bot.write_config(job_timeout_seconds=1, retry_base_seconds=0, max_attempts=2)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    result = bot.run_ok()
+    assert "ran out of time" in result.stderr
+    assert bot.states() == {mention: "failed"}
+    assert "something went wrong" in bot.replies_to(mention)[0]
