@@ -1,4 +1,4 @@
-"""Settings: `config.toml` plus the environment, in one typed object.
+"""Settings: `config.toml` in one typed object.
 
     >>> from bot.config import load_settings
     >>> settings = load_settings()            # the config.toml next to the project, or built-in defaults
@@ -7,7 +7,8 @@
     >>> settings = load_settings("my.toml")    # another file; unknown keys and bad values raise ConfigError
 
 Every key has a default, so a file only needs the keys it changes. Secrets never come from the file:
-they are read from the environment (see `Secrets`) and are never printed: their repr is masked.
+each adapter reads its own from the environment (HF_TOKEN, X_*), and `bot.errors.scrub` masks them
+in anything shown or logged.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.errors import SECRET_ENV_NAMES, ConfigError
+from bot.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
@@ -100,37 +101,12 @@ class BotSettings(Section):
     retry_base_seconds: float = Field(30.0, ge=0)
 
 
-class Secrets:
-    """Credentials from the environment only. `repr()` never shows a value."""
-
-    NAMES = SECRET_ENV_NAMES
-
-    def __init__(self, environ: dict[str, str] | None = None):
-        env = os.environ if environ is None else environ
-        self._values = {name: SecretStr(env[name]) for name in self.NAMES if env.get(name)}
-
-    def get(self, name: str) -> str | None:
-        value = self._values.get(name)
-        return value.get_secret_value() if value else None
-
-    def all_values(self) -> list[str]:
-        """Every secret value, for scrubbing text before it is shown or logged."""
-        return [v.get_secret_value() for v in self._values.values()]
-
-    def __repr__(self) -> str:
-        return f"Secrets({', '.join(f'{k}=***' for k in self._values)})"
-
-
 class Settings(Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
     hub: HubSettings = HubSettings()
     x: XSettings = XSettings()
     bot: BotSettings = BotSettings()
-
-    @property
-    def secrets(self) -> Secrets:
-        return Secrets()
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
