@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from urllib.parse import quote
 
 
 class UserError(Exception):
@@ -43,14 +45,18 @@ SECRET_ENV_NAMES = (
 )
 
 
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """Replace each secret in `text`, as written or URL-encoded (as in a logged request), with `***`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
+
+
 def scrub(text: str, environ: dict[str, str] | None = None) -> str:
     """Replace every secret from the environment found in `text` with `***`."""
     env = os.environ if environ is None else environ
-    for name in SECRET_ENV_NAMES:
-        value = env.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    return mask(text, (env.get(name, "") for name in SECRET_ENV_NAMES))
 
 
 class AccountError(UserError):

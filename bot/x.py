@@ -42,7 +42,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import regex
 import requests
@@ -50,7 +50,7 @@ import tweepy
 
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import Settings, XSettings
-from bot.errors import AccountError, TransientError, UsageError, UserError, scrub
+from bot.errors import AccountError, TransientError, UsageError, UserError, mask, scrub
 from bot.mentions import normalize_handle
 
 log = logging.getLogger(__name__)
@@ -658,9 +658,7 @@ class _SecretFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
-            masked = message
-            for secret in self.secrets:
-                masked = masked.replace(secret, "***")
+            masked = mask(message, self.secrets)
             if masked != message:
                 record.msg, record.args = masked, None
         return True
@@ -673,7 +671,7 @@ _LIBRARY_LOGGERS = ("tweepy", "oauthlib", "requests_oauthlib", "urllib3", "reque
 def _hide_in_logs(values: list[str]) -> None:
     """Mask these values in every record of the HTTP libraries' loggers (a logger's filters apply only
     to its own records, so each module's logger gets the filter)."""
-    _SECRET_FILTER.secrets.update(v for value in values if len(value) >= 4 for v in (value, quote(value, safe="")))
+    _SECRET_FILTER.secrets.update(values)
     names = [name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in _LIBRARY_LOGGERS]
     for name in names + [__name__]:
         logger = logging.getLogger(name)
