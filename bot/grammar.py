@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.dataset import URL_RE
 from bot.mentions import HANDLE_RE, MAX_HANDLES
 
 Kind = Literal["train", "help", "opt_out", "opt_in", "invalid", "ignore"]
@@ -36,7 +37,6 @@ HELP_TEXT = (
     "\"opt in\" to allow it."
 )
 TOKEN_RE = re.compile(r"\S+")
-URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 # Punctuation that may follow a handle or word in a sentence ("@alice, @bob!").
 TRAILING_PUNCT = ".,!?;:)\"'”’…"
 

@@ -121,11 +121,12 @@ class Bot:
             if r.attempts + 1 >= self.settings.bot.max_attempts:
                 self.fail(r, reason, failure_reply("failed", detail="the job failed several times"))
             else:
-                delay = self.retry_delay(r)
+                delay = self.backoff(r.attempts)
                 self.store.retry_later(r.id, reason, delay)
 
-    def retry_delay(self, r: Request) -> float:
-        return min(self.settings.bot.retry_base_seconds * 2 ** r.attempts, RETRY_MAX_SECONDS)
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after `attempts` failed tries: doubling from `retry_base_seconds`, at most an hour."""
+        return min(self.settings.bot.retry_base_seconds * 2 ** attempts, RETRY_MAX_SECONDS)
 
     def fail(self, r: Request, reason: str, reply: str) -> None:
         self.store.transition(r.id, "failed", note=reason, reason=reason, reply_text=reply)
@@ -228,7 +229,7 @@ class Bot:
             if r.reply_attempts + 1 >= self.settings.bot.max_attempts:
                 self.store.give_up_reply(r.id, reason)
                 return False
-            delay = min(self.settings.bot.retry_base_seconds * 2 ** r.reply_attempts, RETRY_MAX_SECONDS)
+            delay = self.backoff(r.reply_attempts)
             self.store.update(r.id, reply_attempts=r.reply_attempts + 1,
                               next_attempt_at=self.store.clock() + delay, reason=reason)
             log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, reason)
