@@ -389,22 +389,19 @@ class _Handler(BaseHTTPRequestHandler):
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return
-                left = size
-                while left > 0:
-                    chunk = self.rfile.read(min(CHUNK, left))
-                    if not chunk:
-                        return
-                    left -= len(chunk)
-                    yield chunk
+                yield from self._read_exactly(size)
                 self.rfile.readline()
         else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left > 0:
-                chunk = self.rfile.read(min(CHUNK, left))
-                if not chunk:
-                    return
-                left -= len(chunk)
-                yield chunk
+            yield from self._read_exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _read_exactly(self, size: int):
+        """`size` bytes of the body, in chunks (less if the client hangs up)."""
+        while size > 0:
+            chunk = self.rfile.read(min(CHUNK, size))
+            if not chunk:
+                return
+            size -= len(chunk)
+            yield chunk
 
     def _drain(self) -> None:
         for _ in self._body_chunks():

@@ -284,28 +284,17 @@ def test_too_little_data_states_each_users_counts(tmp_path):
     assert message.endswith(" kept)")
 
 
-def test_unknown_config_key(tmp_path, sample_archive):
+@pytest.mark.parametrize("text, expected", [
+    ("[data]\nmin_word = 2\n", "{config}: unknown key 'data.min_word' (allowed here: min_words, "),
+    ("[data]\nmin_words = 0\n", "{config}: 'data.min_words' = 0: Input should be greater than or equal to 1"),
+    ("[data\n", "{config}: not valid TOML"),
+])
+def test_a_broken_config_is_one_line_and_exit_2(tmp_path, sample_archive, text, expected):
     config = tmp_path / "config.toml"
-    config.write_text("[data]\nmin_word = 2\n", encoding="utf-8")
+    config.write_text(text, encoding="utf-8")
     message = assert_one_line_error(
         huggingtweets("--config", config, "dataset", "dreamy_kettle", "--archive", sample_archive), 2)
-    assert message.startswith(f"{config}: unknown key 'data.min_word' (allowed here: min_words, ")
-
-
-def test_bad_config_value(tmp_path, sample_archive):
-    config = tmp_path / "config.toml"
-    config.write_text("[data]\nmin_words = 0\n", encoding="utf-8")
-    message = assert_one_line_error(
-        huggingtweets("--config", config, "dataset", "dreamy_kettle", "--archive", sample_archive), 2)
-    assert message == f"{config}: 'data.min_words' = 0: Input should be greater than or equal to 1"
-
-
-def test_bad_toml(tmp_path, sample_archive):
-    config = tmp_path / "config.toml"
-    config.write_text("[data\n", encoding="utf-8")
-    message = assert_one_line_error(
-        huggingtweets("--config", config, "dataset", "dreamy_kettle", "--archive", sample_archive), 2)
-    assert message.startswith(f"{config}: not valid TOML")
+    assert message.startswith(expected.format(config=config))
 
 
 def test_missing_config(tmp_path, sample_archive):
