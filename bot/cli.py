@@ -33,44 +33,51 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-_config_path: Path | None = None
-_settings: Settings | None = None
+class Invocation:
+    """What one run of the command knows: the settings file it was given, read when first needed."""
+
+    def __init__(self, config_path: Path | None):
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
 
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings file (default: ./config.toml of the project).")] = None,
 ) -> None:
-    global _config_path, _settings
-    _config_path, _settings = config, None  # each invocation reads its own file (tests invoke many in one process)
+    ctx.obj = Invocation(config)
 
 
-def settings() -> Settings:
+def settings(ctx: typer.Context) -> Settings:
     """The settings for this invocation (`--config` or the default file), loaded once."""
-    global _settings
-    if _settings is None:
-        _settings = load_settings(_config_path)
-    return _settings
+    return ctx.obj.settings  # subcommands share the root's object (click hands it down)
 
 
 Handles = Annotated[list[str], typer.Argument(help="1 to 3 X handles, with or without '@'.", show_default=False)]
 Archives = Annotated[Optional[list[Path]], typer.Option("--archive", "-a", help="An X data export (.zip, folder or tweets.js) or a .jsonl of API v2 posts; one per handle.")]
 
 
-def load_dataset(handles: list[str], archives: list[Path] | None):
+def load_dataset(config: Settings, handles: list[str], archives: list[Path] | None):
     """Read the archives (or download, when none are given) and build the dataset."""
     from bot.archive import open_archive
     from bot.dataset import build_dataset, pair_archives
     from bot.mentions import normalize_handles
 
-    handles = normalize_handles(handles, settings().data.max_handles)
+    handles = normalize_handles(handles, config.data.max_handles)
     if not archives:
         from bot.x import download_archives  # reads from X; see bot/x.py
 
-        opened = download_archives(handles, settings(), console=err)
+        opened = download_archives(handles, config, console=err)
     else:
         opened = pair_archives(handles, [open_archive(p) for p in archives])
-    return build_dataset(opened, settings().data)
+    return build_dataset(opened, config.data)
 
 
 def counts_table(dataset) -> Table:
@@ -88,6 +95,7 @@ def counts_table(dataset) -> Table:
 
 @app.command()
 def dataset(
+    ctx: typer.Context,
     handles: Handles,
     archive: Archives = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write train.jsonl, validation.jsonl and stats.json here.")] = None,
@@ -98,7 +106,7 @@ def dataset(
     Example: huggingtweets dataset dreamy_kettle --archive bot/samples/sample_archive.zip
     """
     with err.status("Reading and cleaning posts…"):  # shown only when stderr is a terminal
-        ds = load_dataset(handles, archive)
+        ds = load_dataset(settings(ctx), handles, archive)
     if out_dir:
         ds.save(out_dir)
     if as_json:
@@ -129,6 +137,7 @@ def setup_logging() -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Poll once, take every request as far as it goes, then exit.")] = False,
 ) -> None:
     """Run the bot: poll mentions, train, publish and reply, until SIGTERM or Ctrl-C.
@@ -139,11 +148,12 @@ def run(
     from bot.scheduler import Bot
 
     setup_logging()
-    Bot(settings(), config_path=_config_path).run(once=once)
+    Bot(settings(ctx)).run(once=once)
 
 
 @app.command()
 def status(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent requests to show.")] = 20,
 ) -> None:
     """Show the request queue: state, requester, handles, age, attempts and last error."""
@@ -151,7 +161,7 @@ def status(
 
     from bot.store import Store
 
-    path = settings().bot.state_db
+    path = settings(ctx).bot.state_db
     if not Path(path).exists():
         raise UserError(f"{path}: no bot state yet (run `huggingtweets run` or `huggingtweets demo` first)")
     store = Store(path)
@@ -178,6 +188,7 @@ DEMO_MARKER = ".huggingtweets-demo"
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     folder: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its inbox, outbox, state, models and local Hub (made afresh).")] = Path("demo"),
     mention: Annotated[str, typer.Option(help="The mention to answer.")] = "@huggingtweets train @dreamy_kettle",
 ) -> None:
@@ -201,13 +212,15 @@ def demo(
     (root / DEMO_MARKER).touch()
     shutil.copy(PROJECT_ROOT / "bot" / "samples" / "sample_archive.zip", root / "archives" / "dreamy_kettle.zip")
     config = root / "config.toml"
-    config.write_text(
-        "# The demo's settings: everything local, the tiny base model.\n"
-        f'[train]\nbase_model = "tiny"\n\n'
-        f'[hub]\nbackend = "local"\nlocal_dir = "{root / "hub"}"\n\n'
-        f'[bot]\nsource = "local"\nstate_db = "{root / "bot.sqlite3"}"\ninbox = "{root / "inbox.jsonl"}"\n'
-        f'outbox = "{root / "outbox.jsonl"}"\narchives_dir = "{root / "archives"}"\nwork_dir = "{root / "work"}"\n',
-        encoding="utf-8")
+    demo_config = {
+        "train": {"base_model": "tiny"},
+        "hub": {"backend": "local", "local_dir": str(root / "hub")},
+        "bot": {"source": "local", "state_db": str(root / "bot.sqlite3"), "inbox": str(root / "inbox.jsonl"),
+                "outbox": str(root / "outbox.jsonl"), "archives_dir": str(root / "archives"),
+                "work_dir": str(root / "work")},
+    }
+    config.write_text("# The demo's settings: everything local, the tiny base model.\n" + to_toml(demo_config),
+                      encoding="utf-8")
     demo_settings = load_settings(config)
     x = LocalX.from_settings(demo_settings)
     x.add_mention(author_username="sleepy_reader", text=mention)
@@ -215,12 +228,13 @@ def demo(
 
     started = time.monotonic()
     setup_logging()
-    bot = Bot(demo_settings, config_path=config, x=x)
+    bot = Bot(demo_settings, source=x)
     bot.run(once=True)
     elapsed = time.monotonic() - started
 
     request = bot.store.requests(limit=1)[0]
-    path = " -> ".join([h[2] for h in bot.store.history(request.id)])
+    states = [h[2] for h in bot.store.history(request.id)]
+    path = " -> ".join(s for i, s in enumerate(states) if i == 0 or s != states[i - 1])  # retries stay in place
     out.print(f"\nRequest {request.id}: {path}" + (f" ({request.reason})" if request.state in ("failed", "rejected") else ""))
     model_dir = bot.request_dir(request) / "model"
     if model_dir.exists():
@@ -253,6 +267,7 @@ def _steps(title: str) -> Iterator[Callable[[str], None]]:
 
 @app.command()
 def publish(
+    ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="The model folder (from `huggingtweets train`).", show_default=False)],
     repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="ORG/NAME to publish to (default: the configured organization / the run's name).")] = None,
     message: Annotated[Optional[str], typer.Option("--message", "-m", help="Commit message (default: 'Train on N posts from @handle').")] = None,
@@ -271,13 +286,14 @@ def publish(
 
     disable_progress_bars()  # one progress display on stderr: ours
     with _steps(f"Publishing {folder}") as step:
-        result = publish_folder(folder, settings(), repo_id=repo_id, message=message, progress=step)
+        result = publish_folder(folder, settings(ctx), repo_id=repo_id, message=message, progress=step)
     out.print(f"Model: {result.model_url}", markup=False, highlight=False)
     out.print(f"Commit: {result.commit_url}", markup=False, highlight=False)
 
 
 @app.command()
 def delete(
+    ctx: typer.Context,
     handle: Annotated[str, typer.Argument(help="An X handle, with or without '@'.", show_default=False)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
@@ -291,9 +307,9 @@ def delete(
     from bot.mentions import normalize_handle
 
     handle = normalize_handle(handle)
-    org = settings().hub.organization
+    org = settings(ctx).hub.organization
     with _steps(f"Looking for models of @{handle} in {org}"):
-        repos = find_repos_for(handle, settings())
+        repos = find_repos_for(handle, settings(ctx))
     if not repos:
         out.print(f"No model of {org} is made from @{handle}'s posts.", markup=False, highlight=False)
         return
@@ -304,12 +320,13 @@ def delete(
     if not yes and not typer.confirm(f"Delete {what}? This cannot be undone", default=False):
         raise UserError("nothing deleted")
     with _steps("Deleting") as step:
-        delete_repos(repos, settings(), progress=step)
+        delete_repos(repos, settings(ctx), progress=step)
     out.print(f"Deleted {len(repos)} repo{'s' if len(repos) > 1 else ''}.", markup=False, highlight=False)
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     handles: Handles,
     archive: Archives = None,
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="A Hub id, a local model folder, or 'tiny' (built locally; no download). Default: train.base_model in the config.")] = None,
@@ -322,17 +339,18 @@ def train(
 
     Example: huggingtweets train dreamy_kettle --archive bot/samples/sample_archive.zip --base-model tiny
     """
-    from bot.train import check_out_dir, train_model
+    from bot.job import TrainJob, train_job
+    from bot.train import check_out_dir
 
     if out_dir:
         check_out_dir(out_dir)  # before a download, not after
-    ds = load_dataset(handles, archive)
-    config = settings()
+    config = settings(ctx)
+    ds = load_dataset(config, handles, archive)
     overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
     if overrides:
         config = config.model_copy(update={"train": config.train.model_copy(update=overrides)})
     folder = out_dir or config.train.output_dir / ds.name
-    result = train_model(ds, config, folder, base_model=base_model, progress=True)
+    result = train_job(ds, TrainJob.from_settings(config, ds.name, base_model), folder, progress=True)
     perplexity = f"{result.perplexity:,.2f}" if result.perplexity is not None else "n/a (nothing held out)"
     out.print(f"Model folder: {result.folder}", markup=False, highlight=False)
     out.print(f"Validation perplexity: {perplexity} (loss {result.validation_loss}), epoch {result.best_epoch} "
@@ -353,6 +371,7 @@ def train(
 
 @app.command()
 def download(
+    ctx: typer.Context,
     handle: Annotated[str, typer.Argument(help="An X handle, with or without '@'.", show_default=False)],
     out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the posts (.jsonl); the account goes beside it in NAME.user.json. Default: HANDLE.jsonl here.")] = None,
 ) -> None:
@@ -371,9 +390,17 @@ def download(
     target = out_file or Path(f"{name}.jsonl")
     if target.suffix.lower() not in (".jsonl", ".ndjson"):
         raise UsageError(f"--out {target}: the file must end in .jsonl (it is read back as JSONL of X API v2 posts)")
-    archive = download_archives([name], settings(), console=err)[name]
+    archive = download_archives([name], settings(ctx), console=err)[name]
     count = export_archive(archive, target)
     out.print(f"Wrote {count:,} posts of @{archive.account.username or name} to {target}", markup=False, highlight=False)
+
+
+def to_toml(tables: dict[str, dict]) -> str:
+    """Tables of plain values as TOML. JSON's string, number and list syntax is valid TOML, and its
+    escaping keeps any path or text from breaking out of its string."""
+    return "\n".join(f"[{name}]\n" + "".join(f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+                                               for key, value in keys.items())
+                     for name, keys in tables.items())
 
 
 def main() -> None:

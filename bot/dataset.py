@@ -26,10 +26,11 @@ import regex
 from bot.archive import Archive, Post
 from bot.config import DataSettings
 from bot.errors import ArchiveError, NotEnoughDataError, UsageError
+from bot.facts import COUNT_ROWS
+from bot.files import write_atomically
 from bot.mentions import model_name, normalize_handle
+from bot.text import URL_RE
 
-# Links in posts are t.co links: ASCII, so a link ends where ASCII does ("…https://t.co/x今日は" keeps 今日は).
-URL_RE = re.compile(r"(?:https?://|www\.)[!-~]+", re.IGNORECASE)
 HANDLE_CHARS = "A-Za-z0-9_"
 # The run of @mentions that opens a reply ("@bob @carol thanks!" -> "thanks!").
 LEADING_MENTIONS_RE = re.compile(rf"^(?:\s*[@＠][{HANDLE_CHARS}]{{1,15}}(?![{HANDLE_CHARS}]))+[\s:,]*")
@@ -84,10 +85,13 @@ class Dataset:
         return {"name": self.name, "users": {u.handle: asdict(u.counts) for u in self.users}}
 
     def save(self, folder: str | Path) -> Path:
+        """Write `train.jsonl`, `validation.jsonl` and `stats.json` (last) into `folder`, each atomically.
+
+        `Dataset.load(folder)` gives back exactly these posts, in this order.
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_jsonl(folder / "train.jsonl", self.train)
-        _write_jsonl(folder / "validation.jsonl", self.validation)
+        write_atomically(folder / "train.jsonl", _jsonl(self.train))
+        write_atomically(folder / "validation.jsonl", _jsonl(self.validation))
         stats = self.counts_json() | {
             "seed": self.seed,
             "train_posts": len(self.train),
@@ -95,25 +99,26 @@ class Dataset:
             "accounts": {u.handle: {"username": u.username, "display_name": u.display_name,
                                     "avatar_url": u.avatar_url} for u in self.users},
         }
-        (folder / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        write_atomically(folder / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Dataset:
+        """A dataset written by `save`; a folder that is not one is a one-line error."""
         folder = Path(folder)
-        stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
-        users = [
-            UserData(handle=h, counts=UserCounts(**c), **stats["accounts"][h])
-            for h, c in stats["users"].items()
-        ]
-        return cls(name=stats["name"], users=users, train=_read_jsonl(folder / "train.jsonl"),
-                   validation=_read_jsonl(folder / "validation.jsonl"), seed=stats["seed"])
+        try:
+            stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
+            users = [UserData(handle=h, counts=UserCounts(**c), **stats["accounts"][h])
+                     for h, c in stats["users"].items()]
+            return cls(name=stats["name"], users=users, train=_read_jsonl(folder / "train.jsonl"),
+                       validation=_read_jsonl(folder / "validation.jsonl"), seed=stats["seed"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"{folder}: not a dataset folder written by `huggingtweets dataset --out` "
+                             f"({type(e).__name__}: {e})") from None
 
 
-def _write_jsonl(path: Path, texts: list[str]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for t in texts:
-            f.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+def _jsonl(texts: list[str]) -> str:
+    return "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
 
 
 def _read_jsonl(path: Path) -> list[str]:
@@ -287,9 +292,6 @@ def build_dataset(archives: Mapping[str, Archive], settings: DataSettings = Data
     in_train = set(train)
     validation = [t for u in users for t in u.validation if t not in in_train]
     return Dataset(name=name, users=users, train=train, validation=validation, seed=settings.seed)
-
-
-COUNT_ROWS = ("downloaded", "retweets", "short", "duplicates", "kept")
 
 
 def format_counts(c: UserCounts) -> str:

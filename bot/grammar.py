@@ -7,7 +7,7 @@
     >>> parse_mention("@huggingtweets train @a @b @c @d", bot_handle="huggingtweets", author="x").kind
     'invalid'
 
-The grammar (also the bot's help reply):
+The grammar (the bot's help reply, `bot.replies.HELP`, says it in one line):
 
     @huggingtweets train @alice [@bob [@carol]]   a model of 1 to 3 accounts
     @huggingtweets @alice                         the same, without the word "train"
@@ -26,16 +26,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.dataset import URL_RE
 from bot.mentions import HANDLE_RE, MAX_HANDLES
+from bot.text import URL_RE
 
 Kind = Literal["train", "help", "opt_out", "opt_in", "invalid", "ignore"]
 
-HELP_TEXT = (
-    "Ask me for a model of up to 3 accounts: \"train @alice @bob\" (or just \"@alice\"), "
-    "\"me\" for your own, \"help\", \"opt out\" to never be modelled (and delete models of you), "
-    "\"opt in\" to allow it."
-)
 TOKEN_RE = re.compile(r"\S+")
 # Punctuation that may follow a handle or word in a sentence ("@alice, @bob!").
 TRAILING_PUNCT = ".,!?;:)\"'”’…"
@@ -115,8 +110,9 @@ def _train(words: list[str], lead_handles: list[str], max_handles: int) -> Comma
     for raw in [*lead_handles, *candidates]:
         match = HANDLE_RE.fullmatch(raw.lstrip("＠"))
         if not match:
-            shown = raw if len(raw) <= 30 else raw[:30] + "…"
-            return Command("invalid", reason=f"\"{shown}\" is not a handle")
+            # The text is not repeated back: a reply that echoed it would let anyone make the bot say
+            # anything, or ping anyone.
+            return Command("invalid", reason="one of the names is not a handle (1 to 15 letters, digits or _)")
         handle = match.group(1).lower()
         if handle not in handles:
             handles.append(handle)

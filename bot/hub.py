@@ -38,13 +38,15 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.errors import UserError
+from bot.adapters import Progress, PublishResult
+from bot.errors import UserError, backoff_seconds, clip
+from bot.facts import COUNT_ROWS, FILE_NAME, RunFacts
 from bot.mentions import normalize_handle
+from bot.text import join_words
 
 if TYPE_CHECKING:
     from bot.config import HubSettings, Settings
@@ -85,17 +87,6 @@ class RepoChangedError(HubError):
     transient = True
 
 
-@dataclass(frozen=True)
-class PublishResult:
-    repo_id: str
-    model_url: str
-    commit_url: str
-    commit_id: str
-
-
-Progress = Callable[[str], None]
-
-
 # -- what every backend shares -------------------------------------------------------------------------
 
 
@@ -116,7 +107,7 @@ def publish_folder(
         raise UserError(f"{folder}: not a folder (give the model folder written by `huggingtweets train`)")
     files = folder_files(folder)
     run = read_run_facts(folder)
-    repo_id = repo_id or f"{settings.hub.organization}/{run.get('name') or folder.name}"
+    repo_id = repo_id or f"{settings.hub.organization}/{run.name if run else folder.name}"
     check_repo_id(repo_id)
     message = message or commit_message(run, repo_id.split("/")[1])
     return _backend(settings).publish(folder, files, repo_id, message, commit_description(run), progress or _quiet)
@@ -175,60 +166,32 @@ def check_repo_id(repo_id: str) -> None:
         raise RepoNameError(f"{repo_id!r} is not a valid repo name: {e}") from None
 
 
-def read_run_facts(folder: Path) -> dict[str, Any]:
-    """The run.json training wrote into the folder, or {} when there is none or it cannot be read."""
-    path = folder / "run.json"
-    try:
-        facts = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        log.warning("%s: ignored, not readable JSON (%s)", path, e)
-        return {}
-    return facts if isinstance(facts, dict) else {}
+def read_run_facts(folder: Path) -> RunFacts | None:
+    """The run facts training wrote into the folder; None for a folder without a run.json (a model made
+    some other way still publishes). A run.json that is there but not valid is an error."""
+    return RunFacts.load(folder) if (folder / FILE_NAME).exists() else None
 
 
-def commit_message(run: dict[str, Any], name: str) -> str:
+def commit_message(run: RunFacts | None, name: str) -> str:
     """'Train on 2,339 posts from @alice and @bob'; 'Publish NAME' without run facts."""
-    users = _users(run)
-    kept = sum(counts.get("kept", 0) for counts in users.values())
-    if users and kept:
-        return f"Train on {kept:,} posts from {_and([f'@{h}' for h in users])}"
+    if run and run.kept_posts:
+        return f"Train on {run.kept_posts:,} posts from {join_words([f'@{h}' for h in run.users])}"
     return f"Publish {name}"
 
 
-def commit_description(run: dict[str, Any]) -> str:
+def commit_description(run: RunFacts | None) -> str:
     """The counts per user and the validation figures, as a few plain lines (empty without run facts)."""
+    if run is None:
+        return ""
     lines = []
-    for handle, counts in _users(run).items():
-        shown = ", ".join(
-            f"{counts[key]:,} {key}" for key in ("downloaded", "retweets", "short", "duplicates", "kept") if key in counts
-        )
-        language = run["users"][handle].get("language")
-        lines.append(f"@{handle}: {shown}" + (f" (language: {language})" if isinstance(language, str) else ""))
-    figures = [
-        f"{label} {run[key]:.3f}" for key, label in
-        (("validation_loss", "loss"), ("validation_perplexity", "perplexity"))
-        if isinstance(run.get(key), (int, float)) and not isinstance(run.get(key), bool)
-    ]
+    for handle, counts in run.users.items():
+        shown = ", ".join(f"{getattr(counts, key):,} {key}" for key in COUNT_ROWS)
+        lines.append(f"@{handle}: {shown}" + (f" (language: {counts.language})" if counts.language else ""))
+    figures = [f"{label} {value:.3f}" for label, value in
+               (("loss", run.validation_loss), ("perplexity", run.validation_perplexity)) if value is not None]
     if figures:
         lines.append("Validation " + ", ".join(figures))
     return "\n".join(lines)
-
-
-def _users(run: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """{handle: {count name: number}} from run.json, keeping only well-formed numbers."""
-    users = run.get("users")
-    if not isinstance(users, dict):
-        return {}
-    return {
-        str(handle): {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
-        for handle, counts in users.items() if isinstance(counts, dict)
-    }
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _quiet(_: str) -> None:
@@ -375,7 +338,7 @@ class HubRepos:
                         f"the Hub at {self.api.endpoint} is unavailable: could not {what} after {tries} "
                         f"attempt{'s' if tries > 1 else ''} ({reason}); try again later"
                     ) from None
-                wait = min(self.hub.retry_max_wait_seconds, self.hub.retry_base_wait_seconds * 2 ** (number - 1))
+                wait = backoff_seconds(number - 1, self.hub.retry_base_wait_seconds, self.hub.retry_max_wait_seconds)
                 log.warning("could not %s (%s); retrying in %.1f s [%d/%d]", what, reason, wait, number, tries - 1)
                 time.sleep(wait)
         raise AssertionError("unreachable")
@@ -414,7 +377,7 @@ def _status(error: Exception) -> int | None:
 def _server_message(error: Exception) -> str:
     message = getattr(error, "server_message", None) or str(error)
     first = next((line.strip() for line in message.splitlines() if line.strip()), "no details")
-    return first[:200].rstrip(".")
+    return clip(first, 200).rstrip(".")  # masked before it is cut: a server may echo the token
 
 
 def _transient_reason(error: BaseException) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bot.archive import Archive, find_archive
 from bot.errors import AccountError, ArchiveError
-from bot.x import Mention
+from bot.adapters import Mention
 
 BOT_USER_ID = "0"
 

@@ -15,15 +15,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot import replies
 from bot.config import Settings
-from bot.grammar import HELP_TEXT, Command, parse_mention
+from bot.grammar import parse_mention
 from bot.store import NewRequest, Store
 
 DAY = 86400.0
 
 
 def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = None) -> NewRequest:
-    """What to do with one mention. Never raises for anything the mention says."""
+    """What to do with one mention. Never raises for anything the mention says.
+
+    Pure: it reads the store (consents, quotas, recent models, the queue) and changes nothing. A change
+    of consent ("opt in", "opt out") is part of the returned request (`consent`), and the store applies it
+    in the transaction that stores the request, so a later mention in the same batch already sees it.
+    """
     requester = (getattr(mention, "author_username", "") or "").lower()
     reply_to_bot = bool(bot_user_id) and str(getattr(mention, "in_reply_to_user_id", "") or "") == str(bot_user_id)
     command = parse_mention(mention.text, settings.bot.handle, requester, reply_to_bot, settings.data.max_handles)
@@ -45,42 +51,37 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     if requester in {h.lower() for h in settings.bot.blocklist}:
         return ignore("requester is on the blocklist")
     if command.kind == "help":
-        return NewRequest(**base, state="replying", reply_text=HELP_TEXT)
+        return NewRequest(**base, state="replying", reply_text=replies.HELP)
     if command.kind == "invalid":
-        return reject(command.reason, f"Sorry, I could not read that: {command.reason}. {HELP_TEXT}")
+        return reject(command.reason, replies.failure("unreadable", detail=command.reason))
     if command.kind == "opt_in":
-        store.set_consent(requester, "in")
-        return NewRequest(**base, state="replying",
-                          reply_text="Done: you have opted in, so people can ask me for a model of your posts. "
-                                     "Reply \"opt out\" at any time to undo it and delete those models.")
+        return NewRequest(**base, state="replying", reply_text=replies.OPTED_IN, consent="in")
     if command.kind == "opt_out":
-        # Recorded now, so no request after this one can model the person; the repos are deleted by the worker.
-        store.set_consent(requester, "out")
-        return NewRequest(**base, state="queued", reason="delete models on request")
+        # Recorded with the request, so no request after this one can model the person; the worker deletes the repos.
+        return NewRequest(**base, state="queued", reason="delete models on request", consent="out")
 
     handles = command.handles
     opted_out = [h for h in handles if store.consent(h) == "out"]
     if opted_out:
-        return reject("opted out", f"Sorry, {_names(opted_out)} opted out of being modelled.")
+        return reject("opted out", replies.failure("opted_out", opted_out))
     if settings.bot.mode == "self" and handles != (requester,):
-        return reject("mode self", "Sorry, I only make models of your own posts: reply \"me\".")
+        return reject("mode self", replies.SELF_ONLY)
     if settings.bot.mode == "consented":
         missing = [h for h in handles if h != requester and store.consent(h) != "in"]
         if missing:
-            return reject("no consent", f"Sorry, I only model people who agreed to it: {_names(missing)} can "
-                                        "mention me with \"opt in\" to allow it.")
+            return reject("no consent", replies.failure("no_consent", missing))
     quota = settings.bot.quota_per_day
     if quota and store.requests_since(requester, store.clock() - DAY) >= quota:
-        return reject("quota", f"Sorry, you have reached today's limit of {quota} models. Try again tomorrow.")
+        return reject("quota", replies.failure("quota", detail=str(quota)))
 
     repo = f"{settings.hub.organization}/{'-'.join(sorted(handles))}"
     reused = store.recent_publication(repo, settings.bot.reuse_days * DAY)
     if reused:
         url, sample = reused
         return NewRequest(**{**base, "repo": repo}, state="replying", model_url=url, sample=sample,
-                          reason="reused a recent model", reply_text=success_reply(url, sample))
+                          reason="reused a recent model", reply_text=replies.ready(url, sample))
     if store.queue_length() >= settings.bot.max_queue:
-        return reject("queue full", "Sorry, I am too busy right now. Please ask again in a few hours.")
+        return reject("queue full", replies.QUEUE_FULL)
     return NewRequest(**{**base, "repo": repo}, state="queued")
 
 
@@ -92,31 +93,3 @@ def _age_seconds(created_at: str | None, now: float) -> float | None:
         return now - datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
     except (TypeError, ValueError):
         return None
-
-
-def _names(handles) -> str:
-    # Names without "@", so a reply never pings the people it talks about.
-    names = list(handles)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def success_reply(model_url: str, sample: str | None) -> str:
-    text = f"Your model is ready: {model_url}"
-    if sample:
-        text += f"\n\n“{sample}”"
-    return text
-
-
-FAILURE_REPLIES = {
-    "unknown": "Sorry, I could not find the account {names}.",
-    "suspended": "Sorry, the account {names} is suspended.",
-    "protected": "Sorry, {names} has protected posts, so I cannot use them.",
-    "too_few": "Sorry, there are too few posts to learn from ({detail}).",
-    "opted_out": "Sorry, {names} opted out of being modelled.",
-    "failed": "Sorry, something went wrong and I could not make this model ({detail}). Please ask again later.",
-}
-
-
-def failure_reply(kind: str, handles=(), detail: str = "") -> str:
-    return FAILURE_REPLIES.get(kind, FAILURE_REPLIES["failed"]).format(names=_names(handles) if handles else "",
-                                                                       detail=detail)

@@ -1,32 +1,39 @@
 """The bot's loop: read mentions, decide, download, train, publish, reply. One orchestrator owns the state.
 
     >>> from bot.scheduler import Bot
-    >>> bot = Bot(settings, config_path="config.toml")
+    >>> bot = Bot(settings)
     >>> bot.run(once=True)       # one poll, then every request as far as it can go; or run() forever
 
 Each step moves a request one state further in the store (see bot/store.py), so a restart picks every
-request up where it stood. Training runs in a subprocess with a time limit: a crash or an out-of-memory
-kill takes the job down, not the bot. Failures that may pass are retried with back-off up to
-`[bot] max_attempts`; permanent ones (unknown, protected, suspended, too few posts) get a reply saying why.
+request up where it stood:
+
+    queued ──> downloading ──> training ──> publishing ──> replying ──> done
+               (the posts,     (a job, run   (one Hub       (one reply,
+               cleaned, into   by the        commit)        exactly once)
+               request-N/data) executor)
+
+Training runs apart from the bot (`bot.executors`), from the request folder alone (`bot.job`). Failures
+carry their retry policy (`bot.errors.retry_policy`): a permanent one (an unknown account, too few posts,
+a refused token) fails the request at once with a reply saying why; a passing one is tried again after
+`max(back-off, the wait the server asked for)`, up to `[bot] max_attempts`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
+from bot import job, replies
+from bot.adapters import Source
 from bot.config import Settings
-from bot.errors import AccountError, NotEnoughDataError, UsageError, UserError, scrub
+from bot.errors import AccountError, NotEnoughDataError, UsageError, UserError, backoff_seconds, clip, retry_policy
+from bot.executors import Executor, LocalExecutor
+from bot.facts import RunFacts
 from bot.failpoints import failpoint
-from bot.policy import decide, failure_reply, success_reply
+from bot.policy import decide
 from bot.store import Request, Store
 
 log = logging.getLogger("huggingtweets.bot")
@@ -34,18 +41,12 @@ log = logging.getLogger("huggingtweets.bot")
 RETRY_MAX_SECONDS = 3600.0
 # The bot account's OAuth 1.0a credentials: reading mentions and posting replies need them.
 USER_CONTEXT_ENV = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
+# How long to wait before asking an executor again when it could not take a job.
+BUSY_WAIT_SECONDS = 2.0
 
 
-class Stopping(Exception):
-    """The bot is shutting down: leave the request where it is, to resume after a restart."""
-
-
-class TrainingFailed(Exception):
-    """The training subprocess exited with an error, was killed, or ran out of time."""
-
-
-def make_x(settings: Settings):
-    """The adapter for X: the real API through tweepy, or the local stand-in."""
+def make_source(settings: Settings) -> Source:
+    """The adapter for the network the bot listens on: X through its API, or the local stand-in."""
     if settings.bot.source == "local":
         from bot.local import LocalX
 
@@ -55,12 +56,17 @@ def make_x(settings: Settings):
     return XClient.from_settings(settings)
 
 
+def make_executor(settings: Settings) -> Executor:
+    return LocalExecutor(settings.bot.work_dir, settings.bot.job_timeout_seconds)
+
+
 class Bot:
-    def __init__(self, settings: Settings, config_path: str | Path | None = None, x=None, store: Store | None = None):
+    def __init__(self, settings: Settings, source: Source | None = None, store: Store | None = None,
+                 executor: Executor | None = None):
         self.settings = settings
-        self.config_path = Path(config_path).resolve() if config_path else None
         self.store = store or Store(settings.bot.state_db)
-        self.x = x if x is not None else make_x(settings)
+        self.source = source if source is not None else make_source(settings)
+        self.executor = executor or make_executor(settings)
         self.stopping = threading.Event()
         self.work_dir = Path(settings.bot.work_dir)
 
@@ -68,36 +74,37 @@ class Bot:
 
     def poll(self) -> list[Request]:
         """Read new mentions and store each with its decision; the cursor moves in the same transaction."""
-        mentions = self.x.mentions_since(self.store.cursor("mentions"))
+        mentions = self.source.mentions_since(self.store.cursor("mentions"))
         if not mentions:
             return []
         newest = max(mentions, key=lambda m: int(m.id)).id
-        bot_id = getattr(self.x, "bot_user_id", None)
+        bot_id = getattr(self.source, "bot_user_id", None)
         return self.store.ingest(mentions, lambda m: decide(m, self.settings, self.store, bot_id),
                                  cursor_value=str(newest))
 
     # --- work -----------------------------------------------------------------------------------
 
     def work(self) -> bool:
-        """Do the next due piece of work. False when nothing is due."""
-        replies = [r for r in self.store.replies_due() if r.next_attempt_at <= self.store.clock()]
-        sent = False
-        for r in replies:
+        """Do what is due now: replies, then jobs that have finished, then one step of the oldest request.
+        False when there was nothing to do."""
+        done_something = False
+        now = self.store.clock()
+        for r in self.store.replies_due():
             if self.stopping.is_set():
                 return False
-            sent = self.send_reply(r) or sent
-        if sent:
-            return True
-        # Every due reply failed: go on to other work rather than posting again at once (with a zero
-        # retry wait that would spin, and `run --once` would never end while X refuses).
-        request = self.store.next_due()
-        if request is None or self.stopping.is_set():
-            return False
-        self.advance(request)
-        return True
+            if r.next_attempt_at <= now:
+                # A reply that fails waits for a later pass: with a zero retry wait, posting it again at
+                # once would spin, and `run --once` would never end while X refuses.
+                done_something = self.send_reply(r) or done_something
+        done_something = self.check_jobs() or done_something
+        request = self.store.next_due(start_jobs=self.executor.running() == 0)
+        if request is not None and not self.stopping.is_set():
+            self.advance(request)
+            done_something = True
+        return done_something
 
     def advance(self, r: Request) -> None:
-        """Move one request one state further, or record why it cannot move."""
+        """Move one request one step further, or record why it cannot move."""
         try:
             if r.state == "queued":
                 if r.kind == "opt_out":
@@ -107,93 +114,78 @@ class Bot:
             elif r.state == "downloading":
                 self.download(r)
             elif r.state == "training":
-                self.train(r)
+                self.start_job(r)
             elif r.state == "publishing":
                 self.publish(r)
-        except Stopping:
-            log.info("request %d: stopped in %s; it resumes there after a restart", r.id, r.state)
-        except AccountError as e:
-            self.fail(r, e.reason, failure_reply(e.reason, [e.handle]))
-        except NotEnoughDataError as e:
-            self.fail(r, "too few posts", failure_reply("too_few", detail=_short(str(e))))
-        except Exception as e:  # noqa: BLE001 - anything else may pass: retry, then give up with a reply
-            reason = _short(scrub(f"{type(e).__name__}: {e}" if not isinstance(e, UserError) else str(e)))
-            if r.attempts + 1 >= self.settings.bot.max_attempts:
-                self.fail(r, reason, failure_reply("failed", detail="the job failed several times"))
-            else:
-                delay = self.backoff(r.attempts)
-                self.store.retry_later(r.id, reason, delay)
+        except Exception as e:  # noqa: BLE001 - every failure is either retried or answered
+            self.failed_attempt(r, e)
+
+    def failed_attempt(self, r: Request, error: BaseException) -> None:
+        """A permanent failure ends the request with a reply; a passing one waits and counts an attempt."""
+        policy = retry_policy(error)
+        reason = clip(str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}")
+        if not policy.transient:
+            self.fail(r, reason, failure_reply(error))
+        elif r.attempts + 1 >= self.settings.bot.max_attempts:
+            self.fail(r, reason, replies.GENERIC_FAILURE)
+        else:
+            self.store.retry_later(r.id, reason, max(self.backoff(r.attempts), policy.retry_after or 0.0))
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after `attempts` failed tries: doubling from `retry_base_seconds`, at most an hour."""
-        return min(self.settings.bot.retry_base_seconds * 2 ** attempts, RETRY_MAX_SECONDS)
+        return backoff_seconds(attempts, self.settings.bot.retry_base_seconds, RETRY_MAX_SECONDS)
 
     def fail(self, r: Request, reason: str, reply: str) -> None:
-        self.store.transition(r.id, "failed", note=reason, reason=reason, reply_text=reply)
+        self.store.transition(r.id, "failed", note=reason, reason=reason, reply_text=reply, job_id=None)
 
     def request_dir(self, r: Request) -> Path:
         return self.work_dir / f"request-{r.id}"
 
     def download(self, r: Request) -> None:
+        """The posts, cleaned and split once, into the request folder: the job trains on exactly these."""
         from bot.dataset import build_dataset
 
-        archives = self.x.download_archives(list(r.handles))
-        # Clean once here so "too few posts" is known before a training job starts.
+        archives = self.source.download_archives(list(r.handles))
         dataset = build_dataset(archives, self.settings.data)
-        folder = self.request_dir(r)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {h: str(Path(a.path).resolve()) for h, a in archives.items()}
-        (folder / "archives.json").write_text(json.dumps(paths), encoding="utf-8")
+        job.prepare(self.request_dir(r), dataset, job.TrainJob.from_settings(self.settings, dataset.name))
         kept = sum(u.counts.kept for u in dataset.users)
         self.store.transition(r.id, "training", note=f"{kept} posts kept")
 
-    def train(self, r: Request) -> None:
-        folder = self.request_dir(r)
-        archives = json.loads((folder / "archives.json").read_text(encoding="utf-8"))
-        model_dir = folder / "model"
-        if model_dir.exists():
-            shutil.rmtree(model_dir)  # a half-written folder from a crash
-        command = [sys.executable, "-m", "bot"]
-        if self.config_path:
-            command += ["--config", str(self.config_path)]
-        command += ["train", *r.handles, "--out", str(model_dir)]
-        for handle in r.handles:
-            command += ["--archive", archives[handle]]
-        self.run_job(command, folder / "train.log")
-        run = json.loads((model_dir / "run.json").read_text(encoding="utf-8"))
-        self.store.transition(r.id, "publishing", note=f"validation perplexity {run.get('validation_perplexity', '?')}")
+    def start_job(self, r: Request) -> None:
+        job_id = self.executor.submit(self.request_dir(r))
+        if job_id is None:  # the executor cannot take it yet
+            self.store.update(r.id, next_attempt_at=self.store.clock() + BUSY_WAIT_SECONDS)
+            return
+        self.store.job_started(r.id, job_id, self.executor.name)
 
-    def run_job(self, command: list[str], log_path: Path) -> None:
-        """Run a job in its own process group with a time limit; stop it if the bot is stopping."""
-        limit = self.settings.bot.job_timeout_seconds
-        with open(log_path, "ab") as log_file:
-            child = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-            started = time.monotonic()
-            while True:
-                try:
-                    code = child.wait(timeout=0.5)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if self.stopping.is_set() or time.monotonic() - started > limit:
-                    _kill_group(child)
-                    if self.stopping.is_set():
-                        raise Stopping()
-                    raise TrainingFailed(f"training ran out of time ({limit:.0f} s)")
-        if code != 0:
-            raise TrainingFailed(f"training exited with status {code}: {_last_line(log_path)}")
+    def check_jobs(self) -> bool:
+        """Look at every job under way; True when one of them finished (well or not)."""
+        finished = False
+        for r in self.store.jobs_under_way():
+            status = self.executor.check(r.job_id, self.request_dir(r))
+            if status.state == "running":
+                continue
+            if status.state == "lost":  # not known to this executor (the bot restarted): start it again
+                log.info("request %d: job %s is gone; starting it again", r.id, r.job_id)
+                self.store.update(r.id, job_id=None)
+            elif status.state == "done":
+                facts = RunFacts.load(self.request_dir(r) / job.MODEL_DIR)
+                self.store.transition(r.id, "publishing", job_id=None,
+                                      note=f"validation perplexity {facts.validation_perplexity}")
+            else:
+                self.failed_attempt(r, status.error)
+            finished = True
+        return finished
 
     def publish(self, r: Request) -> None:
         from bot.hub import publish_folder
 
-        model_dir = self.request_dir(r) / "model"
-        run = json.loads((model_dir / "run.json").read_text(encoding="utf-8"))
+        model_dir = self.request_dir(r) / job.MODEL_DIR
+        facts = RunFacts.load(model_dir)
         result = publish_folder(model_dir, self.settings, repo_id=r.repo)
-        sample = run.get("best_sample")
-        self.store.record_published(r.repo, r.handles, result.model_url, sample)
+        self.store.record_published(r.repo, r.handles, result.model_url, facts.best_sample)
         self.store.transition(r.id, "replying", note=result.commit_url, model_url=result.model_url,
-                              sample=sample, reply_text=success_reply(result.model_url, sample))
+                              sample=facts.best_sample, reply_text=replies.ready(result.model_url, facts.best_sample))
 
     def delete_models(self, r: Request) -> None:
         from bot.hub import delete_repos, find_repos_for
@@ -202,9 +194,8 @@ class Bot:
         if repos:
             delete_repos(repos, self.settings)
         self.store.forget_published(repos)
-        done = f"deleted {len(repos)} model{'s' if len(repos) != 1 else ''}" if repos else "there were no models of you"
-        self.store.transition(r.id, "replying", note=done, reply_text=(
-            f"Done: you have opted out, so I will not model your posts, and {done}."))
+        note = f"deleted {len(repos)} model{'s' if len(repos) != 1 else ''}" if repos else "there were no models"
+        self.store.transition(r.id, "replying", note=note, reply_text=replies.opted_out(len(repos)))
 
     # --- replies --------------------------------------------------------------------------------
 
@@ -213,23 +204,23 @@ class Bot:
         try:
             if r.reply_status == "sending":
                 # A reply may have gone out just before a crash: look before posting again.
-                already = self.x.recent_replies().get(r.mention_id)
+                already = self.source.recent_replies().get(r.mention_id)
                 if already:
                     log.info("request %d: reply %s was already sent", r.id, already)
                     self.store.mark_sent(r.id, already)
                     return True
             self.store.mark_sending(r.id)
             failpoint("before_reply")
-            reply_id = self.x.reply(r.mention_id, reply_text(r))
+            reply_id = self.source.reply(r.mention_id, reply_text(r))
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
             return True
         except Exception as e:  # noqa: BLE001 - X refused or is down: try again later, a few times
-            reason = _short(scrub(f"reply failed: {e}"))
+            reason = clip(f"reply failed: {e}")
             if r.reply_attempts + 1 >= self.settings.bot.max_attempts:
                 self.store.give_up_reply(r.id, reason)
                 return False
-            delay = self.backoff(r.reply_attempts)
+            delay = max(self.backoff(r.reply_attempts), retry_policy(e).retry_after or 0.0)
             self.store.update(r.id, reply_attempts=r.reply_attempts + 1,
                               next_attempt_at=self.store.clock() + delay, reason=reason)
             log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, reason)
@@ -243,8 +234,13 @@ class Bot:
         self.stopping.set()
 
     def drain(self) -> None:
-        while not self.stopping.is_set() and self.work():
-            pass
+        """Work until nothing is due, waiting for the jobs under way to finish."""
+        while not self.stopping.is_set():
+            if self.work():
+                continue
+            if not self.store.jobs_under_way():
+                return
+            self.stopping.wait(0.5)
 
     def poll_and_log(self) -> None:
         try:
@@ -252,7 +248,7 @@ class Bot:
             if new:
                 log.info("poll: %d new mention%s", len(new), "s" if len(new) != 1 else "")
         except Exception as e:  # noqa: BLE001 - X down or rate-limited: the next poll tries again
-            log.warning("poll failed: %s", _short(scrub(str(e))))
+            log.warning("poll failed: %s", clip(str(e)))
 
     def check_credentials(self) -> None:
         """Stop at start, with one clear line, on what no retry can fix: a credential that is not set."""
@@ -273,10 +269,24 @@ class Bot:
         self.check_credentials()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
-        if once:
-            self.poll_and_log()
-            self.drain()
-            return
+        try:
+            if once:
+                self.poll_and_log()
+                self.drain()
+            else:
+                self._run_forever()
+        finally:
+            self.stop_jobs()
+
+    def stop_jobs(self) -> None:
+        """End the jobs that run on this machine; each starts again after a restart."""
+        under_way = [r for r in self.store.jobs_under_way() if r.executor == self.executor.name]
+        if under_way and self.executor.running():
+            self.executor.stop()
+            for r in under_way:
+                log.info("request %d: stopped in training; its job starts again after a restart", r.id)
+
+    def _run_forever(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         # Generous misfire grace: a poll that is late because training held the CPU still runs.
@@ -294,39 +304,20 @@ class Bot:
 
 
 def reply_text(r: Request) -> str:
-    """The reply as posted. The request number makes every reply unique (X refuses a duplicate text,
-    which a reused model or a second "help" would otherwise be) and lets the operator find it in `status`."""
-    first, _, rest = r.reply_text.partition("\n")
-    # On the first line, which fitting the text to 280 characters never cuts.
-    return f"{first} (request #{r.id})" + (f"\n{rest}" if rest else "")
+    """The reply as posted: numbered, and guarded so that it mentions no one but the requester."""
+    return replies.guard(replies.numbered(r.reply_text, r.id), r.requester)
+
+
+def failure_reply(error: BaseException) -> str:
+    """What the requester is told when a request fails for good."""
+    if isinstance(error, AccountError):
+        return replies.failure(error.reason, [error.handle])
+    if isinstance(error, NotEnoughDataError):
+        return replies.failure("too_few", detail=str(error).split(" (")[0])
+    return replies.GENERIC_FAILURE
 
 
 def _now():
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc)
-
-
-def _kill_group(child: subprocess.Popen) -> None:
-    try:
-        os.killpg(child.pid, signal.SIGTERM)
-        child.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child.wait()
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return _short(scrub(lines[-1])) if lines else ""
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -104,6 +104,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE requests ADD COLUMN reply_attempts INTEGER NOT NULL DEFAULT 0
     """,
+    # 3: a training job runs apart from the bot (a subprocess, a worker, a hosted job): which one, and since when
+    """
+    ALTER TABLE requests ADD COLUMN job_id TEXT;
+    ALTER TABLE requests ADD COLUMN executor TEXT;
+    ALTER TABLE requests ADD COLUMN job_started_at REAL
+    """,
 ]
 
 
@@ -134,6 +140,9 @@ class Request:
     created_at: float
     updated_at: float
     reply_attempts: int = 0
+    job_id: str | None = None  # the training job under way, while in "training"
+    executor: str | None = None  # where the job runs: "local", "celery", "hf-jobs"
+    job_started_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Request:
@@ -159,6 +168,7 @@ class NewRequest:
     sample: str | None = None
     requester_id: str | None = None
     mention_created_at: str | None = None
+    consent: str | None = None  # "in" or "out": the requester's own change of consent, stored with the request
 
 
 class Store:
@@ -225,18 +235,24 @@ class Store:
         A mention already stored is skipped, so reading the same page twice after a crash is harmless.
         """
         created: list[Request] = []
+        consents: list[NewRequest] = []
         with self.transaction() as db:
             for mention in mentions:
                 if db.execute("SELECT 1 FROM requests WHERE mention_id = ?", (str(mention.id),)).fetchone():
                     continue
                 new = decide(mention)
                 created.append(self._insert(db, new))
+                if new.consent:
+                    consents.append(new)
             if cursor_value is not None:
                 db.execute("INSERT INTO cursors(name, value) VALUES (?, ?) "
                            "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (cursor_name, cursor_value))
         for r in created:
-            log.info("request %d: received -> %s (%s @%s%s)", r.id, r.state, r.kind, r.requester,
+            log.info("request %d: received -> %s (%s%s, asked by @%s%s)", r.id, r.state, r.kind,
+                     "".join(f" {h}" for h in r.handles) if r.kind == "train" else "", r.requester,
                      f": {r.reason}" if r.reason else "")
+        for new in consents:
+            log.info("consent: @%s opted %s", new.requester, new.consent)
         if created:
             failpoint("ingested")
         return created
@@ -254,6 +270,8 @@ class Store:
              new.repo, new.state, new.reason, new.model_url, new.sample, new.reply_text, reply_status,
              new.mention_created_at, now, now))
         rid = cur.lastrowid
+        if new.consent:
+            self._set_consent(db, new.requester, new.consent)
         db.execute("INSERT INTO transitions VALUES (?, ?, NULL, 'received', NULL)", (rid, now))
         db.execute("INSERT INTO transitions VALUES (?, ?, 'received', ?, ?)", (rid, now, new.state, new.reason))
         return self._get(db, rid)
@@ -280,7 +298,7 @@ class Store:
         """Count a failed attempt and wait before the next; the state stays where it is."""
         with self.transaction() as db:
             current = self._get(db, request_id)
-            self._update(db, request_id, attempts=current.attempts + 1, reason=reason,
+            self._update(db, request_id, attempts=current.attempts + 1, reason=reason, job_id=None,
                          next_attempt_at=self.clock() + delay_seconds)
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                        (request_id, self.clock(), current.state, current.state, f"retry in {delay_seconds:.0f}s: {reason}"))
@@ -368,13 +386,35 @@ class Store:
         with self._lock:
             return [Request.from_row(r) for r in self._db.execute(sql, args).fetchall()]
 
-    def next_due(self) -> Request | None:
-        """The oldest request with work to do now (requests resume where they stood after a restart)."""
+    def next_due(self, start_jobs: bool = True) -> Request | None:
+        """The oldest request with work to do now (requests resume where they stood after a restart).
+
+        A request whose training job is under way is not due (its job is checked instead); one waiting to
+        start its job is due only when `start_jobs` (the executor can take one).
+        """
+        states = [s for s in ACTIVE_STATES if start_jobs or s != "training"]
         with self._lock:
             row = self._db.execute(
-                f"SELECT * FROM requests WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})"
-                " AND next_attempt_at <= ? ORDER BY id LIMIT 1", (*ACTIVE_STATES, self.clock())).fetchone()
+                f"SELECT * FROM requests WHERE state IN ({','.join('?' * len(states))})"
+                " AND next_attempt_at <= ? AND NOT (state = 'training' AND job_id IS NOT NULL)"
+                " ORDER BY id LIMIT 1", (*states, self.clock())).fetchone()
         return Request.from_row(row) if row else None
+
+    def jobs_under_way(self) -> list[Request]:
+        """Requests whose training job has been handed to an executor, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM requests WHERE state = 'training' AND job_id IS NOT NULL"
+                                    " ORDER BY id").fetchall()
+        return [Request.from_row(r) for r in rows]
+
+    def job_started(self, request_id: int, job_id: str, executor: str) -> Request:
+        with self.transaction() as db:
+            self._update(db, request_id, job_id=job_id, executor=executor, job_started_at=self.clock())
+            db.execute("INSERT INTO transitions VALUES (?, ?, 'training', 'training', ?)",
+                       (request_id, self.clock(), f"job {job_id} started ({executor})"))
+            updated = self._get(db, request_id)
+        log.info("request %d: training job %s started (%s)", request_id, job_id, executor)
+        return updated
 
     def history(self, request_id: int) -> list[tuple[float, str | None, str, str | None]]:
         with self._lock:
@@ -404,9 +444,11 @@ class Store:
 
     def set_consent(self, handle: str, status: str) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO consents VALUES (?, ?, ?) ON CONFLICT(handle) DO UPDATE SET "
-                       "status = excluded.status, at = excluded.at", (handle.lower(), status, self.clock()))
-        log.info("consent: @%s opted %s", handle.lower(), status)
+            self._set_consent(db, handle, status)
+
+    def _set_consent(self, db: sqlite3.Connection, handle: str, status: str) -> None:
+        db.execute("INSERT INTO consents VALUES (?, ?, ?) ON CONFLICT(handle) DO UPDATE SET "
+                   "status = excluded.status, at = excluded.at", (handle.lower(), status, self.clock()))
 
     def consent(self, handle: str) -> str | None:
         """'in', 'out', or None when the person never said."""

@@ -40,6 +40,7 @@ import regex
 
 from bot.config import Settings
 from bot.errors import UsageError, UserError
+from bot.facts import RunFacts
 
 # Everything the folder holds, and nothing else (tests check the exact list).
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
@@ -618,11 +619,13 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
             "finished_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         facts["model_id"] = f"{settings.hub.organization}/{dataset.name}"
+        facts["bot_handle"] = settings.bot.handle
+        facts["min_words"] = settings.data.min_words
         card.write_images(tmp, facts)
         lap("write")
         facts["durations_s"] = dict(timings, total=round(time.perf_counter() - started, 3))
         card.write_card(tmp, facts, settings)
-        (tmp / "run.json").write_text(json.dumps(facts, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        RunFacts.parse(facts).save(tmp)
         _check_folder(tmp)
         _replace_folder(tmp, out_dir)
     finally:

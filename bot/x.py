@@ -33,9 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
-import tempfile
 import threading
 import time
 import unicodedata
@@ -48,10 +46,13 @@ import regex
 import requests
 import tweepy
 
+from bot.adapters import Mention, XUser
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import Settings, XSettings
-from bot.errors import AccountError, TransientError, UsageError, UserError, mask, scrub
+from bot.errors import AccountError, TransientError, UsageError, UserError, backoff_seconds, clip, mask
+from bot.files import write_atomically
 from bot.mentions import normalize_handle
+from bot.progress import progress as progress_display
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,6 @@ class XUnavailableError(TransientError):
 
     `retry_after` is the number of seconds X asked us to wait, when it said (a rate limit), else None.
     """
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class XRequestError(UserError):
@@ -247,41 +244,6 @@ def _shorten(text: str, budget: int) -> str:
 
 
 # --- what we read ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class XUser:
-    """An account as X describes it. `to_v2()` is the sidecar of a JSONL archive (see bot/archive.py)."""
-
-    id: str
-    username: str
-    name: str
-    profile_image_url: str | None = None
-    protected: bool = False
-    tweet_count: int | None = None
-
-    @classmethod
-    def from_v2(cls, data: dict) -> XUser:
-        return cls(id=str(data["id"]), username=data["username"], name=data.get("name") or data["username"],
-                   profile_image_url=data.get("profile_image_url"), protected=bool(data.get("protected")),
-                   tweet_count=(data.get("public_metrics") or {}).get("tweet_count"))
-
-    def to_v2(self) -> dict:
-        return {"id": self.id, "username": self.username, "name": self.name,
-                "profile_image_url": self.profile_image_url, "protected": self.protected}
-
-
-@dataclass(frozen=True)
-class Mention:
-    """A post that mentions the bot."""
-
-    id: str
-    author_id: str
-    author_username: str
-    text: str
-    created_at: str | None = None
-    in_reply_to_user_id: str | None = None
-    in_reply_to_tweet_id: str | None = None  # the post this one replies to, when it is a reply
 
 
 @dataclass
@@ -572,9 +534,8 @@ class XClient:
         return max(0.0, reset_time - time.time()) + RATE_LIMIT_MARGIN_SECONDS
 
     def _backoff(self, attempt: int) -> float:
-        """Exponential back-off with jitter: many bots failing together do not come back together."""
-        ceiling = min(self.config.retry_max_wait_seconds, self.config.retry_base_wait_seconds * 2 ** attempt)
-        return random.uniform(ceiling / 2, ceiling)
+        return backoff_seconds(attempt, self.config.retry_base_wait_seconds, self.config.retry_max_wait_seconds,
+                               jitter=True)
 
 
 class _MalformedAnswer(Exception):
@@ -598,13 +559,13 @@ def _connection_reason(e: Exception) -> str:
 
 def _http_error_text(e: tweepy.HTTPException) -> str:
     detail = "; ".join(str(m) for m in e.api_messages if m) or getattr(e.response, "reason", "") or ""
-    return scrub(f"HTTP {_status(e)}{': ' + detail if detail else ''}")[:300]
+    return clip(f"HTTP {_status(e)}{': ' + detail if detail else ''}")
 
 
 def _api_error_text(body: dict) -> str:
     errors = body.get("errors") or []
     texts = [str(e.get("detail") or e.get("title") or e) for e in errors if isinstance(e, dict)]
-    return scrub("; ".join(texts) or "no data in the answer")[:300]
+    return clip("; ".join(texts) or "no data in the answer")
 
 
 def _account_error(handle: str, body: dict) -> UserError:
@@ -734,22 +695,10 @@ class TimelineCache:
         posts = sorted(merged.values(), key=lambda p: int(p["id"]), reverse=True)[: self.max_posts]
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(handle)
-        _write_atomically(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in posts))
-        _write_atomically(user_sidecar(path), json.dumps(user.to_v2(), ensure_ascii=False))
+        write_atomically(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in posts))
+        write_atomically(user_sidecar(path), json.dumps(user.to_v2(), ensure_ascii=False))
         log.info("X: @%s: %d new posts, %d cached", handle, len(new), len(posts))
         return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers (another process of the bot) see the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_archives(handles: list[str], settings: Settings, *, client: XClient | None = None,
@@ -769,12 +718,15 @@ def download_archives(handles: list[str], settings: Settings, *, client: XClient
     for user in users.values():
         if user.protected:
             raise ProtectedUserError(user.username)
-    console = console or _stderr()
-    with _Progress(progress, console) as bar:
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True, soft_wrap=True)
+    with progress_display(progress, console, transient=False) as bar:
         for handle, user in users.items():
             old = len(cache.read(handle)) if cache.cached_user_id(handle) == user.id else 0
             total = None if old else min(user.tweet_count or 0, settings.x.max_tweets_per_user) or None
-            task = bar.add(f"@{user.username}", total)
+            task = bar.add(f"@{user.username} posts", total)
             cache.update(x, user, on_page=lambda n, task=task: bar.advance(task, n))
             bar.finish(task)
     if progress:
@@ -791,51 +743,9 @@ def export_archive(archive: Archive, path: str | Path) -> int:
         raise UsageError(f"{path}: the file must end in .jsonl (it is read back as JSONL of X API v2 posts)")
     text = Path(archive.path).read_text(encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, text)
+    write_atomically(path, text)
     sidecar = user_sidecar(Path(archive.path))
     if sidecar.exists():
-        _write_atomically(user_sidecar(path), sidecar.read_text(encoding="utf-8"))
+        write_atomically(user_sidecar(path), sidecar.read_text(encoding="utf-8"))
     return sum(1 for line in text.splitlines() if line.strip())
 
-
-def _stderr():
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)
-
-
-class _Progress:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, console):
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("posts"), TimeElapsedColumn(), console=console)
-
-    def __enter__(self) -> _Progress:
-        if self.progress:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress:
-            self.progress.stop()
-
-    def add(self, description: str, total: int | None):
-        return self.progress.add_task(description, total=total) if self.progress else None
-
-    def advance(self, task, n: int) -> None:
-        if self.progress:
-            self.progress.advance(task, n)
-
-    def finish(self, task) -> None:
-        if self.progress:
-            done = next(t.completed for t in self.progress.tasks if t.id == task)
-            self.progress.update(task, total=done)  # the real count, when X had fewer than it said
-
-
-# The bot's loop takes its X adapter by this name (see bot/scheduler.py); same calls as bot.local.LocalX.
-BotX = XClient

@@ -96,7 +96,7 @@ def test_requests_that_cannot_be_served_get_a_reply_that_says_why(bot, x):
     chatter = x.add_mention("carol", "I like what @huggingtweets does")
     bot.run_ok()
 
-    assert "train @alice" in bot.replies_to(help_)[0]
+    assert "train alice bob" in bot.replies_to(help_)[0]
     assert "at most 3" in bot.replies_to(too_many)[0]
     assert "is not a handle" in bot.replies_to(bad)[0]
     assert "protected" in bot.replies_to(protected)[0]

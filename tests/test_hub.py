@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi, ModelCard, snapshot_download
+from run_facts import example_facts
 
 from bot.config import parse_settings
+from bot.facts import RunFacts
 from bot.hub import (
     HubAccessError,
     HubUnavailableError,
@@ -33,16 +35,7 @@ from bot.hub import (
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
-RUN_FACTS = {
-    "name": "alice",
-    "handles": ["alice"],
-    "users": {"alice": {"downloaded": 3249, "retweets": 410, "short": 480, "duplicates": 20, "kept": 2339,
-                        "language": "en"}},
-    "validation_loss": 3.2189,
-    "validation_perplexity": 24.9987,
-    "samples": ["My dream is to sleep", "My dream is tea"],
-    "best_sample": "My dream is tea",
-}
+RUN_FACTS = example_facts()
 CARD = """\
 ---
 language: en
@@ -255,8 +248,11 @@ def test_a_folder_without_run_facts_still_publishes(model_folder, settings, writ
 
 
 def test_commit_message_names_every_user():
-    users = {h: {"kept": n} for h, n in (("alice", 1000), ("bob", 200), ("carol", 34))}
-    assert commit_message({"users": users}, "x") == "Train on 1,234 posts from @alice, @bob and @carol"
+    counts = {"downloaded": 0, "retweets": 0, "short": 0, "duplicates": 0}
+    users = {h: {**counts, "kept": n} for h, n in (("alice", 1000), ("bob", 200), ("carol", 34))}
+    facts = RunFacts.parse(example_facts(users=users, handles=list(users)))
+    assert commit_message(facts, "x") == "Train on 1,234 posts from @alice, @bob and @carol"
+    assert commit_message(None, "x") == "Publish x"
 
 
 def test_last_published_and_model_url(model_folder, settings, writer):

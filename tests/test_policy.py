@@ -41,7 +41,8 @@ def test_a_public_request_is_queued_with_its_repo(store):
 def test_help_and_malformed_mentions_get_a_reply(store):
     assert ask(store, "@huggingtweets help").state == "replying"
     bad = ask(store, "@huggingtweets train @a @b @c @d", mention_id="2")
-    assert bad.state == "rejected" and "at most 3" in bad.reply_text and "train @alice" in bad.reply_text
+    assert bad.state == "rejected" and "at most 3" in bad.reply_text and "train alice bob" in bad.reply_text
+    assert "@" not in bad.reply_text  # the help names no real account that would be pinged
 
 
 def test_opted_out_people_are_never_modelled(store):

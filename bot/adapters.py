@@ -1,0 +1,104 @@
+"""The two edges of the bot, declared once: where mentions and posts come from, and where models go.
+
+    mention ──> request ──> posts ──> dataset ──> model folder ──> repo ──> reply
+    └──── Source ────┘                                      └─ Publisher ─┘ └ Source ┘
+
+A `Source` is a network the bot listens on and replies to (`bot.x.XClient` for X, `bot.local.LocalX`
+for the offline inbox and outbox); a `Publisher` keeps model repos (`bot.hub.HubRepos` for the Hugging
+Face Hub, `bot.hub.LocalRepos` for a folder). The orchestrator (`bot.scheduler.Bot`) talks to them only
+through these calls, and the plain data types below are what crosses the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bot.archive import Archive
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A post that mentions the bot."""
+
+    id: str
+    author_id: str
+    author_username: str
+    text: str
+    created_at: str | None = None
+    in_reply_to_user_id: str | None = None
+    in_reply_to_tweet_id: str | None = None  # the post this one replies to, when it is a reply
+
+
+@dataclass(frozen=True)
+class XUser:
+    """An account as X describes it. `to_v2()` is the sidecar of a JSONL archive (see bot/archive.py)."""
+
+    id: str
+    username: str
+    name: str
+    profile_image_url: str | None = None
+    protected: bool = False
+    tweet_count: int | None = None
+
+    @classmethod
+    def from_v2(cls, data: dict) -> XUser:
+        return cls(id=str(data["id"]), username=data["username"], name=data.get("name") or data["username"],
+                   profile_image_url=data.get("profile_image_url"), protected=bool(data.get("protected")),
+                   tweet_count=(data.get("public_metrics") or {}).get("tweet_count"))
+
+    def to_v2(self) -> dict:
+        return {"id": self.id, "username": self.username, "name": self.name,
+                "profile_image_url": self.profile_image_url, "protected": self.protected}
+
+
+class Source(Protocol):
+    """A network the bot listens on: mentions in, posts of the people to model, replies out."""
+
+    @property
+    def bot_user_id(self) -> str | None:
+        """The bot's own account id (to tell replies under its own posts), or None when unknown."""
+
+    def mentions_since(self, since_id: str | None) -> list[Mention]:
+        """Mentions newer than `since_id` (all recent ones when None), oldest first."""
+
+    def download_archives(self, handles: list[str]) -> dict[str, Archive]:
+        """Each person's posts, keyed by lowercased handle. Raises `AccountError` for an account that
+        cannot be modelled (unknown, suspended, protected)."""
+
+    def reply(self, in_reply_to_tweet_id: str, text: str) -> str:
+        """Post `text` as a reply to a mention; the new post's id."""
+
+    def recent_replies(self) -> dict[str, str]:
+        """Mention id -> reply id for the bot's latest replies (to find a reply sent just before a crash)."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    repo_id: str
+    model_url: str
+    commit_url: str
+    commit_id: str
+
+
+Progress = Callable[[str], None]
+
+
+class Publisher(Protocol):
+    """Where model repos live: the Hugging Face Hub, or a local folder standing in for it."""
+
+    def publish(self, folder: Path, files: list[str], repo_id: str, message: str, description: str,
+                progress: Progress) -> PublishResult:
+        """Make `files` of `folder` the whole current state of `repo_id`, in one commit."""
+
+    def list_repos(self, containing: str = "") -> list[str]:
+        """The organisation's repo ids whose name contains `containing`."""
+
+    def delete(self, repo_id: str) -> None:
+        """Delete a repo; one that is already gone is no error."""
+
+    def model_url(self, repo_id: str) -> str:
+        """Where people find the model."""

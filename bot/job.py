@@ -1,0 +1,187 @@
+"""A training job: a request folder in, a model folder out, on this machine or any other.
+
+    python -m bot.job state/work/request-7          # what the bot runs for request 7
+
+The request folder is the contract between the steps:
+
+    request-7/
+      job.json      what to train (`TrainJob`): the base model, the [train] settings, the repo's name
+      data/         the exact posts, as the download step cleaned and split them (`bot.dataset.Dataset`)
+      model/        written by the job: the Hub-ready model folder, with its run.json
+      error.json    written by the job when it fails: what went wrong, and whether trying again may help
+
+A job reads nothing else: no config file, no X cache, no state database, no credentials. So the folder can
+travel to a worker, and the posts counted on the card are the posts trained on, whatever happened to the
+X cache in between. `huggingtweets train` runs the same `train_job` on a dataset it has just built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.config import BotSettings, DataSettings, HubSettings, Settings, TrainSettings
+from bot.dataset import Dataset
+from bot.errors import UsageError, UserError, clip, retry_policy
+from bot.files import partial_folder, replace_folder, write_atomically
+
+JOB_FILE, DATA_DIR, MODEL_DIR, ERROR_FILE = "job.json", "data", "model", "error.json"
+
+
+class TrainJob(BaseModel):
+    """Everything a training job needs besides the posts. Written as `job.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    repo_id: str  # organisation/name: the card's model id
+    base_model: str  # a Hub id, a local folder or "tiny"
+    train: TrainSettings
+    bot_handle: str  # the card tells people to write to this account to opt out
+    min_words: int  # the short-post rule the posts were cleaned with, for the card
+
+    @classmethod
+    def from_settings(cls, settings: Settings, name: str, base_model: str | None = None) -> TrainJob:
+        return cls(repo_id=f"{settings.hub.organization}/{name}", base_model=base_model or settings.train.base_model,
+                   train=settings.train, bot_handle=settings.bot.handle, min_words=settings.data.min_words)
+
+    def settings(self) -> Settings:
+        """The settings training reads, rebuilt from the job alone."""
+        return Settings(train=self.train, hub=HubSettings(organization=self.repo_id.split("/")[0]),
+                        bot=BotSettings(handle=self.bot_handle), data=DataSettings(min_words=self.min_words))
+
+
+class JobError(BaseModel):
+    """Why a job failed (`error.json`): the bot reads it to decide between a retry and a reply."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    message: str
+    transient: bool
+    retry_after: float | None = None
+
+
+class JobFailed(UserError):
+    """A training job failed; `transient` says whether running it again may work."""
+
+    def __init__(self, message: str, transient: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+# --- the folder ---------------------------------------------------------------------------------
+
+
+def prepare(request_dir: str | os.PathLike, dataset: Dataset, job: TrainJob) -> Path:
+    """Write the job's input into `request_dir`: the dataset (whole, or not at all) and `job.json`."""
+    request_dir = Path(request_dir)
+    data = partial_folder(request_dir / DATA_DIR)
+    try:
+        dataset.save(data)
+        replace_folder(data, request_dir / DATA_DIR)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    write_atomically(request_dir / JOB_FILE, job.model_dump_json(indent=2) + "\n")
+    return request_dir
+
+
+def load(request_dir: str | os.PathLike) -> tuple[TrainJob, Dataset]:
+    """The job and its dataset, as `prepare` wrote them; a folder that is not one is a one-line error."""
+    request_dir = Path(request_dir)
+    path = request_dir / JOB_FILE
+    try:
+        job = TrainJob.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{request_dir}: not a request folder (no {JOB_FILE})") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(f"{path}: {'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()}") from None
+    return job, Dataset.load(request_dir / DATA_DIR)
+
+
+def read_error(request_dir: str | os.PathLike) -> JobError | None:
+    """The error a failed job left, if it left one."""
+    try:
+        return JobError.model_validate_json((Path(request_dir) / ERROR_FILE).read_bytes())
+    except (OSError, ValidationError):
+        return None
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+def train_job(dataset: Dataset, job: TrainJob, out_dir: str | os.PathLike, progress: bool = False):
+    """Fine-tune `job.base_model` on `dataset` and write the model folder to `out_dir` (a `TrainResult`)."""
+    from bot.train import train_model
+
+    return train_model(dataset, job.settings(), Path(out_dir), base_model=job.base_model, progress=progress)
+
+
+def run(request_dir: str | os.PathLike, progress: bool = False):
+    """Run the job of a request folder: `data/` and `job.json` in, `model/` out."""
+    request_dir = Path(request_dir)
+    (request_dir / ERROR_FILE).unlink(missing_ok=True)
+    job, dataset = load(request_dir)
+    model_dir = request_dir / MODEL_DIR
+    if model_dir.exists() and not (model_dir / "run.json").exists():
+        shutil.rmtree(model_dir)  # half a folder from a job that was killed
+    return train_job(dataset, job, model_dir, progress=progress)
+
+
+def write_error(request_dir: str | os.PathLike, error: BaseException) -> JobError:
+    policy = retry_policy(error)
+    message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    record = JobError(type=type(error).__name__, message=clip(message), transient=policy.transient,
+                      retry_after=policy.retry_after)
+    write_atomically(Path(request_dir) / ERROR_FILE, record.model_dump_json() + "\n")
+    return record
+
+
+def exit_with_parent(interval: float = 1.0) -> None:
+    """End this process when the process that started it goes away (it is re-parented).
+
+    A training job must not outlive the bot that runs it: after a restart the bot starts the job again,
+    and two jobs would train at once (on a GPU, an out-of-memory).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot.job", description=__doc__.split("\n\n")[0])
+    parser.add_argument("request_dir", type=Path, help="the request folder (with job.json and data/)")
+    args = parser.parse_args(argv)
+    exit_with_parent()
+    try:
+        result = run(args.request_dir)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as e:  # noqa: BLE001 - every failure is reported to the bot in error.json
+        record = write_error(args.request_dir, e)
+        print(f"training failed: {record.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"model": str(result.folder), "validation_perplexity": result.perplexity,
+                      "seconds": result.timings.get("total")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
