@@ -21,6 +21,7 @@ from rich.table import Table
 
 from bot.config import Settings, load_settings
 from bot.errors import UsageError, UserError, scrub
+from bot.progress import progress
 
 app = typer.Typer(
     name="huggingtweets",
@@ -254,15 +255,9 @@ def demo(
 @contextmanager
 def _steps(title: str) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr with the current step; yields the function that announces the next one."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    if not err.is_terminal:  # a log or a pipe gets the result lines only
-        yield lambda step: None
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task(title)
-        yield lambda step: progress.update(task, description=step)
+    with progress(console=err) as display:
+        task = display.add(title)
+        yield lambda step: display.update(task, description=step)
 
 
 @app.command()

@@ -9,10 +9,13 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from fake_x import FakeX
+
+from bot.cli import to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,14 +41,14 @@ class BotRunner:
         self.config = tmp / "config.toml"
         self.write_config()
 
-    def write_config(self, **bot) -> None:
+    def write_config(self, x: dict | None = None, **bot) -> None:
+        """The bot's config: the tiny model, loopback-friendly retries, and these [bot] (and [x]) settings."""
         bot_section = {"source": "x", "state_db": str(self.tmp / "bot.sqlite3"), "work_dir": str(self.tmp / "work"),
                        "quota_per_day": 2, "max_attempts": 2, **bot}
-        lines = ["[train]", 'base_model = "tiny"', "epochs = 1", "num_samples = 3", "",
-                 "[x]", f'cache_dir = "{self.tmp / "x-cache"}"', "max_retries = 1", "",
-                 "[hub]", "max_retries = 1", "", "[bot]"]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in bot_section.items()]
-        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        sections = {"train": {"base_model": "tiny", "epochs": 1, "num_samples": 3},
+                    "x": {"cache_dir": str(self.tmp / "x-cache"), "max_retries": 1, **(x or {})},
+                    "hub": {"max_retries": 1}, "bot": bot_section}
+        self.config.write_text(to_toml(sections), encoding="utf-8")
 
     def env(self, **extra) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "HUGGINGTWEETS_FAILPOINT"}
@@ -264,3 +267,60 @@ def test_a_training_job_over_its_time_limit_is_killed_not_the_bot(bot, x):
     assert "ran out of time" in result.stderr
     assert bot.states() == {mention: "failed"}
     assert "something went wrong" in bot.replies_to(mention)[0]
+
+
+# --- the pipeline's contract: what each step hands the next, and failures that say whether to retry ---
+
+
+def test_the_job_trains_on_the_dataset_the_download_saved_even_when_x_changes_in_between(bot, x):
+    bot.write_config(max_attempts=2)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    assert bot.run(failpoint="entered:training").returncode == -9  # downloaded and saved, not trained
+    data = bot.tmp / "work" / "request-1" / "data"
+    saved = {name: (data / name).read_bytes() for name in ("train.jsonl", "validation.jsonl", "stats.json")}
+
+    x.add_posts("dora", 40)  # dora posts more, and the X cache is refreshed by someone else's request
+    (bot.tmp / "x-cache" / "dora.user.json").unlink()
+    timeline_reads = x.count("/2/users/2000/tweets")
+    bot.run_ok()
+
+    assert bot.states() == {mention: "done"}
+    assert x.count("/2/users/2000/tweets") == timeline_reads  # the job read no posts from X
+    assert {name: (data / name).read_bytes() for name in saved} == saved
+    facts = json.loads((bot.tmp / "work" / "request-1" / "model" / "run.json").read_text())
+    stats = json.loads(saved["stats.json"])
+    assert facts["users"] == stats["users"] and facts["users"]["dora"]["downloaded"] == 180
+    assert facts["train_posts"] == len(saved["train.jsonl"].splitlines())
+
+
+def test_a_refused_hub_token_fails_the_request_after_one_attempt(bot, x, fake_hub):
+    bot.write_config(retry_base_seconds=0, max_attempts=3)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    token = "hf_refusedTokenValue0123456789"
+    result = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "run", "--once"],
+                            capture_output=True, text=True, timeout=300, env={**bot.env(), "HF_TOKEN": token},
+                            cwd=bot.tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert bot.states() == {mention: "failed"}
+    with sqlite3.connect(bot.tmp / "bot.sqlite3") as db:
+        attempts, reason = db.execute("SELECT attempts, reason FROM requests").fetchone()
+    assert attempts == 0 and "HTTP 401" in reason  # permanent: not tried again
+    assert "something went wrong" in bot.replies_to(mention)[0]
+    assert token not in result.stderr and token[:12] not in reason
+
+
+def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
+    # The client gives up on waits over a second; the back-off alone would retry at once.
+    bot.write_config(x={"rate_limit_max_wait_seconds": 1}, retry_base_seconds=0)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    x.fail_next("/2/users/by/", 429, headers=FakeX.reset_in(90), times=5)
+    before = time.time()
+    bot.run_ok()
+
+    with sqlite3.connect(bot.tmp / "bot.sqlite3") as db:
+        state, attempts, next_at = db.execute("SELECT state, attempts, next_attempt_at FROM requests").fetchone()
+    assert (state, attempts) == ("downloading", 1)
+    assert next_at >= before + 89  # X's reset, not the zero back-off
+    lookups = x.count("/2/users/by/")
+    bot.run_ok()  # too early: nothing is tried
+    assert x.count("/2/users/by/") == lookups and bot.states() == {mention: "downloading"}

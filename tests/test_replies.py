@@ -1,0 +1,82 @@
+"""What the bot posts: every sentence comes from bot/replies.py and passes one guard that lets no reply
+@mention anyone but the person who asked."""
+
+from __future__ import annotations
+
+import regex
+from hypothesis import given, settings as hsettings, strategies as st
+
+from bot import replies
+from bot.errors import clip, mask, retry_policy, TransientError, UserError
+from bot.text import WORD_JOINER
+
+# What X reads as a mention: "@" or "＠" followed by handle characters.
+LIVE_MENTION_RE = regex.compile(r"[@＠]([A-Za-z0-9_]+)")
+
+
+def live_mentions(text: str) -> set[str]:
+    return {m.group(1).lower() for m in LIVE_MENTION_RE.finditer(text)}
+
+
+def test_the_guard_keeps_the_requesters_mention_and_breaks_every_other():
+    text = replies.guard("@Carol thanks, @alice and ＠bob and @carolyn say hi to @carol", requester="carol")
+    assert live_mentions(text) == {"carol"}
+    assert f"@{WORD_JOINER}alice" in text and f"＠{WORD_JOINER}bob" in text and f"@{WORD_JOINER}carolyn" in text
+
+
+handle = st.from_regex(r"[A-Za-z0-9_]{1,20}", fullmatch=True)
+noise = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(requester=handle, pieces=st.lists(st.one_of(noise, handle.map(lambda h: "@" + h), handle.map(lambda h: "＠" + h),
+                                                    st.sampled_from(["@", "＠", "@@", ".@", "@\u2060x"])), max_size=12))
+def test_no_reply_mentions_anyone_but_the_requester_whatever_it_holds(requester, pieces):
+    text = "".join(pieces)
+    guarded = replies.guard(text, requester)
+    assert live_mentions(guarded) <= {requester.lower()}
+    assert guarded.replace(WORD_JOINER, "") == text.replace(WORD_JOINER, "")  # it reads the same
+
+
+def test_no_fixed_sentence_names_an_account():
+    sentences = [replies.HELP, replies.OPTED_IN, replies.SELF_ONLY, replies.QUEUE_FULL, replies.GENERIC_FAILURE,
+                 replies.opted_out(0), replies.opted_out(2), replies.ready("https://huggingface.co/huggingtweets/x", "a")]
+    sentences += [replies.failure(kind, ["alice", "bob"], "3") for kind in replies.FAILURES]
+    for sentence in sentences:
+        assert live_mentions(sentence) == set(), sentence
+    assert replies.failure("opted_out", ["alice", "bob", "carol"]) == "Sorry, alice, bob and carol opted out of being modelled."
+
+
+def test_a_finished_model_reply_says_the_sample_is_the_models_not_a_persons():
+    text = replies.ready("https://huggingface.co/huggingtweets/alice", "My dream is tea")
+    assert "Written by the model, not by a person" in text and text.startswith("Your model is ready: https://")
+
+
+def test_every_reply_is_numbered_on_its_first_line():
+    assert replies.numbered("Done.\n\nmore", 7) == "Done. (request #7)\n\nmore"
+
+
+# --- secrets and errors ---------------------------------------------------------------------------
+
+TOKEN = "hf_abcdefghijklmnopqrstuvwxyz0123"
+
+
+def test_a_secret_is_masked_whole_cut_short_or_url_encoded():
+    assert mask(f"token {TOKEN} refused", [TOKEN]) == "token *** refused"
+    assert mask(f"token {TOKEN[:14]}", [TOKEN]) == "token ***"  # a server's message cut after part of it
+    assert mask("oauth_signature=Ab%2Bcd%2FefGH%3Dij12&x=1", ["Ab+cd/efGH=ij12"]) == "oauth_signature=***&x=1"
+    assert mask("the hf_ prefix alone is not a secret", [TOKEN]) == "the hf_ prefix alone is not a secret"
+
+
+def test_clip_masks_before_it_cuts(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    echoed = "Invalid credentials: Bearer " + TOKEN + " " + "x" * 400
+    for limit in (40, 45, 50, 60, 300):  # wherever the cut falls, no part of the token survives
+        shown = clip(echoed, limit)
+        assert len(shown) <= limit and TOKEN[:8] not in shown
+
+
+def test_errors_say_whether_trying_again_may_help():
+    assert retry_policy(UserError("bad handle")).transient is False
+    assert retry_policy(TransientError("X is down", retry_after=90)).retry_after == 90
+    assert retry_policy(OSError("disk full")).transient is True  # not ours: it may pass
