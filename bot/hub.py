@@ -59,6 +59,10 @@ KEPT_ON_HUB = frozenset({".gitattributes"})
 HISTORY_FILE = ".history.jsonl"
 # Statuses worth another try: the request timed out, we were rate limited, or the Hub had a passing problem.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Seconds to wait for a connection, and for each read or write once connected; huggingface_hub sets none,
+# and a bot that runs for months must not hang on one request.
+CONNECT_TIMEOUT_SECONDS = 10.0
+IO_TIMEOUT_SECONDS = 120.0
 
 
 class HubError(UserError):
@@ -213,8 +217,12 @@ class HubRepos:
 
         from bot import __version__
 
+        import httpx2
+
         self.hub = hub
         self.api = HfApi(library_name="huggingtweets", library_version=__version__)
+        self.timeouts = httpx2.Timeout(IO_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
+        self._reachable = False
 
     def model_url(self, repo_id: str) -> str:
         return f"{self.api.endpoint}/{repo_id}"
@@ -224,29 +232,37 @@ class HubRepos:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         self._require_token()
+        self._check_reachable()
         with self._translate_errors(repo_id, writing=True):
             progress(f"Creating {repo_id} if needed")
-            self._create_repo(repo_id)
+            created = self._create_repo(repo_id)
             parent = self._retrying("read the repo", lambda: self.api.repo_info(repo_id).sha)
-            remote = self._retrying("list the repo's files", lambda: self.api.list_repo_files(repo_id, revision=parent))
+            remote = self.api.list_repo_files(repo_id, revision=parent)  # retried by the library itself
             stale = sorted(set(remote) - set(files) - KEPT_ON_HUB)
             size = sum((folder / f).stat().st_size for f in files)
             progress(f"Uploading {len(files)} files ({size / 1e6:,.1f} MB) to {repo_id}")
             # Paths, not contents: the library streams each file while hashing and uploading it.
             operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
             operations += [CommitOperationDelete(path_in_repo=f) for f in stale]
-            commit_url, commit_id = self._commit(repo_id, operations, message, description, parent)
+            try:
+                commit_url, commit_id = self._commit(repo_id, operations, message, description, parent)
+            except Exception:
+                if created:  # no empty repo is left on the organisation's page
+                    self._delete_quietly(repo_id)
+                raise
         return PublishResult(repo_id, self.model_url(repo_id), commit_url, commit_id)
 
     def list_repos(self, containing: str = "") -> list[str]:
         """The organisation's repos whose id contains `containing` (the Hub filters: the org is large)."""
         org = self.hub.organization
+        self._check_reachable()
         with self._translate_errors(org, writing=False):
-            return self._retrying("list the organisation's models",
-                                  lambda: [m.id for m in self.api.list_models(author=org, search=containing or None)])
+            # Retried by the library itself (its pagination has its own back-off): not wrapped again here.
+            return [m.id for m in self.api.list_models(author=org, search=containing or None)]
 
     def delete(self, repo_id: str) -> None:
         self._require_token()
+        self._check_reachable()
         with self._translate_errors(repo_id, writing=True):
             self._retrying(f"delete {repo_id}", lambda: self.api.delete_repo(repo_id, missing_ok=True))
 
@@ -259,10 +275,40 @@ class HubRepos:
             except RepositoryNotFoundError:
                 return None
 
+        self._check_reachable()
         with self._translate_errors(repo_id, writing=False):
             return self._retrying("read the repo", modified)
 
     # -- steps --
+
+    def _check_reachable(self) -> None:
+        """One quick request, once, before the real work: an unreachable Hub is an error in seconds.
+
+        The library retries some of its own requests (listing, uploads) for half a minute and more;
+        without this, an offline machine would wait that long, for each of them, to learn what one
+        connection attempt says at once.
+        """
+        if self._reachable:
+            return
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        def ping() -> None:
+            session = get_session()
+            session.timeout = self.timeouts
+            response = session.get(f"{self.api.endpoint}/api/models", params={"author": self.hub.organization,
+                                                                               "limit": 1})
+            if response.status_code >= 500 or response.status_code in TRANSIENT_STATUSES:
+                hf_raise_for_status(response)
+
+        self._retrying("reach the Hub", ping)
+        self._reachable = True
+
+    def _delete_quietly(self, repo_id: str) -> None:
+        try:
+            self.api.delete_repo(repo_id, missing_ok=True)
+            log.info("deleted %s again: its first commit failed", repo_id)
+        except Exception as e:  # noqa: BLE001 - the next attempt reuses the empty repo
+            log.warning("could not delete the empty repo %s after its first commit failed: %s", repo_id, clip(str(e)))
 
     def _require_token(self) -> None:
         from huggingface_hub import get_token
@@ -273,9 +319,13 @@ class HubRepos:
                 f"'{self.hub.organization}' (or log in with `hf auth login`)"
             )
 
-    def _create_repo(self, repo_id: str) -> None:
+    def _create_repo(self, repo_id: str) -> bool:
+        """Create the repo unless it exists; True when it was created now."""
         from huggingface_hub.errors import HfHubHTTPError
 
+        existed = self._retrying("read the repo", lambda: self.api.repo_exists(repo_id))
+        if existed:
+            return False
         try:
             self._retrying("create the repo",
                            lambda: self.api.create_repo(repo_id, private=self.hub.private, exist_ok=True))
@@ -283,6 +333,7 @@ class HubRepos:
             if _status(e) in (400, 422):
                 raise RepoNameError(f"the Hub refused the repo name '{repo_id}': {_server_message(e)}") from None
             raise
+        return True
 
     def _commit(self, repo_id: str, operations: list, message: str, description: str,
                 parent: str) -> tuple[str, str]:
@@ -363,10 +414,25 @@ class HubRepos:
                                      f"{_server_message(e)}); check HF_TOKEN") from None
             raise HubError(f"the Hub refused the request for {target} (HTTP {status}: {_server_message(e)})") from None
         except ValueError as e:
-            if "Invalid metadata in README.md" not in str(e):
-                raise
-            details = " ".join(line.strip("- ") for line in str(e).splitlines()[1:])
-            raise HubError(f"the Hub refused the model card metadata in README.md: {details}") from None
+            if "Invalid metadata in README.md" in str(e):
+                details = " ".join(line.strip("- ") for line in str(e).splitlines()[1:])
+                raise HubError(f"the Hub refused the model card metadata in README.md: {details}") from None
+            raise HubUnavailableError(f"the Hub at {self.api.endpoint} gave an answer that cannot be read "
+                                      f"({clip(str(e), 120)}); try again later") from None
+        except (KeyError, TypeError, AttributeError) as e:
+            if not _raised_in_library(e):
+                raise  # ours: a bug to see, not the Hub's doing
+            # JSON of another shape than the library expects.
+            raise HubUnavailableError(f"the Hub at {self.api.endpoint} gave an answer of an unexpected shape "
+                                      f"({type(e).__name__}: {clip(str(e), 120)}); try again later") from None
+
+
+def _raised_in_library(error: BaseException) -> bool:
+    """Whether `error` was raised inside huggingface_hub (reading an answer), not in this module."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}huggingface_hub{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _status(error: Exception) -> int | None:

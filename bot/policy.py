@@ -13,6 +13,7 @@ Protected and opted-out accounts are never modelled, in any mode.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from bot import replies
@@ -21,6 +22,7 @@ from bot.grammar import parse_mention
 from bot.store import NewRequest, Store
 
 DAY = 86400.0
+AUTHOR_RE = re.compile(r"[a-z0-9_]{1,15}")  # an author's handle as a source gives it: lowercased, no "@"
 
 
 def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = None) -> NewRequest:
@@ -45,6 +47,8 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
 
     if command.kind == "ignore":
         return ignore(command.reason)
+    if not AUTHOR_RE.fullmatch(requester):  # a source that gave no usable author: nobody to answer or model
+        return ignore("the author is not a handle")
     age = _age_seconds(getattr(mention, "created_at", None), store.clock())
     if age is not None and age > settings.bot.max_mention_age_hours * 3600:
         return ignore("too old to answer")

@@ -34,7 +34,7 @@ from bot.executors import Executor, LocalExecutor
 from bot.facts import RunFacts
 from bot.failpoints import failpoint
 from bot.policy import decide
-from bot.store import Request, Store
+from bot.store import Request, Store, StoreError
 
 log = logging.getLogger("huggingtweets.bot")
 
@@ -234,11 +234,19 @@ class Bot:
         self.stopping.set()
 
     def drain(self) -> None:
-        """Work until nothing is due, waiting for the jobs under way to finish."""
+        """Work until nothing is due, waiting for the jobs under way to finish.
+
+        When the state database cannot be written (a full disk), nothing is changed: the bot says so in one
+        line and tries again on the next round.
+        """
         while not self.stopping.is_set():
-            if self.work():
-                continue
-            if not self.store.jobs_under_way():
+            try:
+                if self.work():
+                    continue
+                if not self.store.jobs_under_way():
+                    return
+            except StoreError as e:
+                log.warning("%s; trying again later", e)
                 return
             self.stopping.wait(0.5)
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import UserError
+from bot.errors import TransientError, UserError
 from bot.failpoints import failpoint
 
 log = logging.getLogger("huggingtweets.store")
@@ -117,6 +117,11 @@ class TransitionError(RuntimeError):
     """A state change the state machine does not allow: a bug, never a user's doing."""
 
 
+class StoreError(TransientError):
+    """The state database cannot be read or written right now (a full disk, a read-only folder, a damaged
+    file): nothing was changed, and the bot tries again later."""
+
+
 @dataclass(frozen=True)
 class Request:
     id: int
@@ -176,18 +181,24 @@ class Store:
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        if self.path.is_dir():
+            raise UserError(f"{self.path}: is a folder, not a state database file ([bot] state_db)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+        except StoreError as e:
+            raise UserError(str(e)) from None
         except sqlite3.DatabaseError as e:
-            raise UserError(f"{self.path}: not a huggingtweets state database ({e})") from None
+            if type(e) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
+                raise UserError(f"{self.path}: not a huggingtweets state database ({e})") from None
+            raise UserError(f"{self.path}: cannot open the state database ({e})") from None
 
     def close(self) -> None:
         with self._lock:
@@ -212,19 +223,36 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: all of it lands, or none of it. Nested calls join the outer one."""
+        """One IMMEDIATE transaction: all of it lands, or none of it. Nested calls join the outer one.
+
+        A database that cannot be written (a full disk, a read-only folder) raises StoreError, and nothing
+        of the transaction is kept.
+        """
         with self._lock:
             if self._db.in_transaction:
                 yield self._db
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+            with self._database_errors():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._database_errors():
+            yield self._db
+
+    @contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: the state database cannot be used now ({e})") from None
 
     # --- mentions in ----------------------------------------------------------------------------
 
@@ -352,8 +380,8 @@ class Store:
         return updated
 
     def replies_due(self) -> list[Request]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT * FROM requests WHERE reply_status IN ('pending', 'sending') ORDER BY id").fetchall()
         return [Request.from_row(r) for r in rows]
 
@@ -366,12 +394,12 @@ class Store:
         return Request.from_row(row)
 
     def get(self, request_id: int) -> Request:
-        with self._lock:
-            return self._get(self._db, request_id)
+        with self._reading() as db:
+            return self._get(db, request_id)
 
     def by_mention(self, mention_id: str) -> Request | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM requests WHERE mention_id = ?", (str(mention_id),)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM requests WHERE mention_id = ?", (str(mention_id),)).fetchone()
         return Request.from_row(row) if row else None
 
     def requests(self, states: Iterable[str] | None = None, limit: int | None = None) -> list[Request]:
@@ -383,8 +411,8 @@ class Store:
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
-            return [Request.from_row(r) for r in self._db.execute(sql, args).fetchall()]
+        with self._reading() as db:
+            return [Request.from_row(r) for r in db.execute(sql, args).fetchall()]
 
     def next_due(self, start_jobs: bool = True) -> Request | None:
         """The oldest request with work to do now (requests resume where they stood after a restart).
@@ -393,8 +421,8 @@ class Store:
         start its job is due only when `start_jobs` (the executor can take one).
         """
         states = [s for s in ACTIVE_STATES if start_jobs or s != "training"]
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 f"SELECT * FROM requests WHERE state IN ({','.join('?' * len(states))})"
                 " AND next_attempt_at <= ? AND NOT (state = 'training' AND job_id IS NOT NULL)"
                 " ORDER BY id LIMIT 1", (*states, self.clock())).fetchone()
@@ -402,8 +430,8 @@ class Store:
 
     def jobs_under_way(self) -> list[Request]:
         """Requests whose training job has been handed to an executor, oldest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM requests WHERE state = 'training' AND job_id IS NOT NULL"
+        with self._reading() as db:
+            rows = db.execute("SELECT * FROM requests WHERE state = 'training' AND job_id IS NOT NULL"
                                     " ORDER BY id").fetchall()
         return [Request.from_row(r) for r in rows]
 
@@ -417,29 +445,29 @@ class Store:
         return updated
 
     def history(self, request_id: int) -> list[tuple[float, str | None, str, str | None]]:
-        with self._lock:
-            return [tuple(r) for r in self._db.execute(
+        with self._reading() as db:
+            return [tuple(r) for r in db.execute(
                 "SELECT at, from_state, to_state, note FROM transitions WHERE request_id = ? ORDER BY rowid",
                 (request_id,)).fetchall()]
 
     def queue_length(self) -> int:
-        with self._lock:
-            return self._db.execute(
+        with self._reading() as db:
+            return db.execute(
                 f"SELECT COUNT(*) FROM requests WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})",
                 ACTIVE_STATES).fetchone()[0]
 
     def requests_since(self, requester: str, since: float) -> int:
         """Model requests a person made since `since` (for the daily quota)."""
-        with self._lock:
-            return self._db.execute(
+        with self._reading() as db:
+            return db.execute(
                 "SELECT COUNT(*) FROM requests WHERE requester = ? AND created_at >= ? AND kind = 'train'"
                 " AND state NOT IN ('rejected', 'ignored')", (requester, since)).fetchone()[0]
 
     # --- cursors, consents, publications ----------------------------------------------------------
 
     def cursor(self, name: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
     def set_consent(self, handle: str, status: str) -> None:
@@ -452,8 +480,8 @@ class Store:
 
     def consent(self, handle: str) -> str | None:
         """'in', 'out', or None when the person never said."""
-        with self._lock:
-            row = self._db.execute("SELECT status FROM consents WHERE handle = ?", (handle.lower(),)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT status FROM consents WHERE handle = ?", (handle.lower(),)).fetchone()
         return row[0] if row else None
 
     def record_published(self, repo: str, handles: Iterable[str], model_url: str, sample: str | None) -> None:
@@ -465,8 +493,8 @@ class Store:
 
     def recent_publication(self, repo: str, max_age_seconds: float) -> tuple[str, str | None] | None:
         """(model_url, sample) of `repo` if it was published less than `max_age_seconds` ago."""
-        with self._lock:
-            row = self._db.execute("SELECT model_url, sample FROM published WHERE repo = ? AND published_at >= ?",
+        with self._reading() as db:
+            row = db.execute("SELECT model_url, sample FROM published WHERE repo = ? AND published_at >= ?",
                                    (repo, self.clock() - max_age_seconds)).fetchone()
         return (row[0], row[1]) if row else None
 

@@ -123,7 +123,8 @@ class Fault:
     method: str | None
     times: int
     after: bool  # handle the request first, then answer with the error (a lost response)
-    message: str
+    message: str  # "{authorization}" in it is replaced by the request's Authorization header (format specs cut it)
+    body: bytes | None = None  # answer with exactly these bytes instead of the error JSON
 
 
 class HubError(Exception):
@@ -132,6 +133,12 @@ class HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+
+
+class _RawAnswer(Exception):
+    def __init__(self, response):
+        super().__init__("raw answer")
+        self.response = response
 
 
 @dataclass
@@ -212,16 +219,19 @@ class FakeHub:
             self.tokens[token] = (user, frozenset(namespaces) if namespaces is not None else None)
 
     def fail_next(self, path_prefix: str, status: int = 500, *, method: str | None = None, times: int = 1,
-                  after: bool = False, message: str | None = None) -> None:
+                  after: bool = False, message: str | None = None, body: bytes | None = None) -> None:
         """The next `times` requests whose path starts with `path_prefix` get `status`.
 
         With `after=True` the request is carried out first and only its answer is replaced: a response
         lost on the way back. A 401 says "Invalid credentials in Authorization header", like the Hub.
+        `message` may echo the request's credentials, whole or cut: "Bad token {authorization:.20}".
+        `body` answers with those bytes as they are (say, a 200 that is not JSON).
         """
         if message is None:
             message = "Invalid credentials in Authorization header" if status == 401 else f"injected error {status}"
         with self.lock:
-            self.faults.append(Fault(path_prefix, status, method.upper() if method else None, times, after, message))
+            self.faults.append(Fault(path_prefix, status, method.upper() if method else None, times, after, message,
+                                     body))
 
     def create_repo(self, repo_id: str, private: bool = False, author: str = "tester") -> Repo:
         """Create a repo directly (its initial commit holds .gitattributes, as on the Hub)."""
@@ -314,11 +324,13 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self._take_fault(path)
         try:
             if fault is not None and not fault.after:
-                raise HubError(fault.status, fault.message)
+                raise self._fault_answer(fault)
             self._check_token()
             response = self._route(path)
             if fault is not None:
-                raise HubError(fault.status, fault.message)
+                raise self._fault_answer(fault)
+        except _RawAnswer as raw:
+            response = raw.response
         except HubError as e:
             headers = dict(e.headers)
             if e.code:
@@ -331,6 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake.lock:
             self.fake.requests.append((self.command, path, response.status))
         self._send(response)
+
+    def _fault_answer(self, fault: Fault) -> Exception:
+        if fault.body is not None:
+            return _RawAnswer(Response(fault.status, fault.body, {"Content-Type": "application/json"}))
+        return HubError(fault.status, fault.message.format(authorization=self.headers.get("Authorization", "")))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self.fake.lock:

@@ -263,6 +263,26 @@ def test_last_published_and_model_url(model_folder, settings, writer):
     assert model_url("huggingtweets/alice", settings) == f"{writer.url}/huggingtweets/alice"
 
 
+def test_a_first_publish_that_keeps_failing_leaves_no_empty_repo(model_folder, settings, writer):
+    writer.fail_next("/api/models/huggingtweets/alice/commit", 503, times=100)
+    with pytest.raises(HubUnavailableError):
+        publish_folder(model_folder, settings)
+    assert "huggingtweets/alice" not in writer.repos  # created for this publish, removed when it failed
+
+    writer.create_repo("huggingtweets/alice")  # a repo that was there before is never removed
+    writer.fail_next("/api/models/huggingtweets/alice/commit", 503, times=100)
+    with pytest.raises(HubUnavailableError):
+        publish_folder(model_folder, settings)
+    assert "huggingtweets/alice" in writer.repos
+
+
+@pytest.mark.parametrize("body", [b"<html>Bad gateway</html>", b'{"unexpected": [1, 2]}', b"[]"])
+def test_an_answer_that_cannot_be_read_is_one_line_not_a_traceback(model_folder, settings, writer, body):
+    writer.fail_next("/api/models/huggingtweets/alice", 200, body=body, method="GET", times=100)
+    with pytest.raises(HubUnavailableError, match="gave an answer"):
+        publish_folder(model_folder, settings)
+
+
 # -- through the command line ----------------------------------------------------------------------------
 
 
@@ -285,7 +305,7 @@ def test_cli_a_401_is_one_clear_line_and_the_token_shows_nowhere(model_folder, f
                            "'huggingtweets' (HTTP 401")
     assert "Traceback" not in result.stderr
     assert token not in result.stdout and token not in result.stderr
-    assert "POST" in result.stderr  # the debug log did run
+    assert "GET http" in result.stderr  # the debug log did run
     assert fake_hub.repos == {}
 
 
@@ -400,3 +420,32 @@ def test_local_find_and_delete(model_folder, local_settings, tmp_path):
     assert find_repos_for("malice", local_settings) == ["huggingtweets/malice"]
     assert last_published("huggingtweets/alice", local_settings) is None
     assert sorted(p.name for p in (tmp_path / "hub" / "huggingtweets" / ".versions").iterdir()) == ["malice"]
+
+
+@pytest.mark.parametrize("cut", [None, 12, 20, 31])
+def test_a_hub_that_echoes_the_token_shows_no_part_of_it(model_folder, fake_hub, tmp_path, cut):
+    token = "hf_echoedTokenValue0123456789abc"
+    fake_hub.add_token(token, namespaces={"someone-else"})
+    spec = "{authorization}" if cut is None else "{authorization:.%d}" % (len("Bearer ") + cut)
+    fake_hub.fail_next("/api/models", 401, message=f"Invalid credentials: {spec}", times=10)
+    result = run_cli(["publish", str(model_folder)], tmp_path, {"HF_TOKEN": token})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Invalid credentials: Bearer ***" in result.stderr
+    assert token[:8] not in result.stderr + result.stdout
+
+
+def test_an_unreachable_hub_is_an_error_in_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    result = run_cli(["delete", "alice", "--yes"], tmp_path,
+                     {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": "hf_" + "x" * 30})
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("huggingtweets: error: the Hub at http://127.0.0.1:") and "unavailable" in line
+    assert took < 15, f"took {took:.0f} s"

@@ -111,3 +111,9 @@ def test_old_mentions_are_stored_but_not_answered(store):
     fresh = Dated("2", "@huggingtweets train @bob", created_at=None)
     assert decide(stale, settings_with(), store).reason == "too old to answer"
     assert decide(fresh, settings_with(), store).state == "queued"
+
+
+@pytest.mark.parametrize("author", ["../outside", "", "a" * 16, "bob smith", "@bob"])
+def test_a_mention_whose_author_is_not_a_handle_is_stored_as_ignored(store, author):
+    new = ask(store, "@huggingtweets me", author=author)
+    assert new.state == "ignored" and new.reason == "the author is not a handle" and new.reply_text is None

@@ -146,3 +146,94 @@ def test_state_survives_reopening(tmp_path):
     assert reopened.get(r.id).state == "downloading"
     assert reopened.cursor("mentions") == "1"
     assert reopened.next_due().id == r.id
+
+
+# --- a database that cannot be used: one line, nothing lost ---------------------------------------
+
+
+def test_a_folder_where_the_database_should_be_is_one_line(tmp_path):
+    (tmp_path / "bot.sqlite3").mkdir()
+    with pytest.raises(UserError, match="is a folder, not a state database file"):
+        Store(tmp_path / "bot.sqlite3")
+
+
+def test_a_read_only_folder_is_one_line(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    with pytest.raises(UserError, match="cannot open the state database"):
+        Store(folder / "bot.sqlite3")
+
+
+def test_the_cli_says_one_line_for_each_unusable_database(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "folder.sqlite3").mkdir()
+    (tmp_path / "text.sqlite3").write_text("hello " * 200)
+    for db, message in (("folder.sqlite3", "is a folder"), ("text.sqlite3", "not a huggingtweets state database")):
+        (tmp_path / "config.toml").write_text(f'[bot]\nstate_db = "{tmp_path / db}"\n')
+        result = subprocess.run([sys.executable, "-m", "bot", "--config", str(tmp_path / "config.toml"), "status"],
+                                capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert message in line
+
+
+def test_a_full_disk_while_the_bot_runs_is_one_line_loses_nothing_and_passes(tmp_path):
+    """The state database on a real file system that fills up (a 1 MB tmpfs in a private mount namespace)
+    while the bot runs; then room is made again."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-r", "-m", "true"]).returncode != 0:
+        pytest.skip("no private mount namespaces here")
+    root = Path(__file__).resolve().parent.parent
+    disk, inbox, outbox = tmp_path / "disk", tmp_path / "inbox.jsonl", tmp_path / "outbox.jsonl"
+    disk.mkdir()
+    inbox.write_text('{"id": "1", "author_username": "carol", "text": "@huggingtweets help"}\n')
+    (tmp_path / "config.toml").write_text(
+        f'[bot]\nsource = "local"\nstate_db = "{disk}/bot.sqlite3"\ninbox = "{inbox}"\npoll_interval_seconds = 1\n'
+        f'outbox = "{outbox}"\narchives_dir = "{tmp_path}"\nwork_dir = "{tmp_path}/work"\n'
+        f'[hub]\nbackend = "local"\nlocal_dir = "{tmp_path}/hub"\n')
+    bot = f"{sys.executable} -m bot --config {tmp_path}/config.toml"
+    wait_for = "for i in $(seq 300); do [ $(cat {0} 2>/dev/null | wc -l) -ge {1} ] && break; sleep 0.1; done"
+    script = f"""
+        set -e
+        mount -t tmpfs -o size=1m tmpfs {disk}
+        {bot} run 2> {tmp_path}/bot.log &
+        BOT=$!
+        {wait_for.format(outbox, 1)}
+        dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null || true   # the disk is full now
+        echo '{{"id": "2", "author_username": "dave", "text": "@huggingtweets help"}}' >> {inbox}
+        sleep 4
+        echo '--- freed' >> {tmp_path}/bot.log
+        rm {disk}/filler
+        {wait_for.format(outbox, 2)}
+        kill -TERM $BOT
+        wait $BOT
+        cp {disk}/bot.sqlite3 {tmp_path}/after.sqlite3
+        dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null || true
+        {bot} run --once 2> {tmp_path}/start.log || echo "exit $?" >> {tmp_path}/start.log
+    """
+    result = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True,
+                            timeout=120, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tmp_path / "bot.log").read_text()
+    assert "Traceback" not in log
+    full = log.split("--- freed")[0]
+    assert "database or disk is full" in full  # said in one line, and the bot went on
+    assert len(outbox.read_text().splitlines()) == 2  # the second mention was answered once there was room
+    with sqlite3.connect(tmp_path / "after.sqlite3") as db:
+        assert db.execute("SELECT mention_id, state FROM requests ORDER BY id").fetchall() == [("1", "done"), ("2", "done")]
+    # Starting on a full disk: one line and a failure exit, not a traceback.
+    start = (tmp_path / "start.log").read_text().strip().splitlines()
+    assert start[-1] == "exit 1" and start[-2].startswith("huggingtweets: error: ") and "Traceback" not in start[0]
