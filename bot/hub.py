@@ -117,6 +117,13 @@ def publish_folder(
     return _backend(settings).publish(folder, files, repo_id, message, commit_description(run), progress or _quiet)
 
 
+def require_write_access(settings: Settings) -> None:
+    """Raise HubAccessError at once when publishing or deleting could not work: no token at all."""
+    backend = _backend(settings)
+    if isinstance(backend, HubRepos):
+        backend._require_token()
+
+
 def find_repos_for(handle: str, settings: Settings) -> list[str]:
     """The organisation's repos whose name has `handle` as one of its '-'-separated parts, sorted."""
     handle = normalize_handle(handle)
@@ -483,7 +490,8 @@ class LocalRepos:
 
     def __init__(self, hub: HubSettings):
         self.hub = hub
-        self.root = Path(hub.local_dir) / hub.organization
+        self.local_dir = Path(hub.local_dir)
+        self.root = self.local_dir / hub.organization  # the organisation's folder
 
     def model_url(self, repo_id: str) -> str:
         return self._link(repo_id).absolute().as_uri()
@@ -521,7 +529,8 @@ class LocalRepos:
         os.replace(staging, version)
         _swap_in(link, version)
         self._clear_leftovers(repo_id)
-        return PublishResult(repo_id, self.model_url(repo_id), version.absolute().as_uri(), commit_id)
+        # The commit is named in the URL's fragment; `.history.jsonl` in the repo folder lists them all.
+        return PublishResult(repo_id, self.model_url(repo_id), f"{self.model_url(repo_id)}#{commit_id[:12]}", commit_id)
 
     def history(self, repo_id: str) -> list[dict[str, Any]]:
         """Every commit of the current version, oldest first ([] when the repo does not exist)."""
@@ -547,10 +556,12 @@ class LocalRepos:
         return datetime.fromisoformat(history[-1]["time"]) if history else None
 
     def _link(self, repo_id: str) -> Path:
-        return self.root / repo_id.split("/")[1]
+        org, name = repo_id.split("/")
+        return self.local_dir / org / name
 
     def _versions(self, repo_id: str) -> Path:
-        return self.root / ".versions" / repo_id.split("/")[1]
+        org, name = repo_id.split("/")
+        return self.local_dir / org / ".versions" / name
 
     def _clear_leftovers(self, repo_id: str) -> None:
         """Remove half-written versions and all but the current and the previous version."""
@@ -561,7 +572,7 @@ class LocalRepos:
         for path in versions.iterdir():
             if path.name not in (current, previous):
                 shutil.rmtree(path, ignore_errors=True)
-        for stray in self.root.glob(f".{link.name}.swap-*"):
+        for stray in link.parent.glob(f".{link.name}.swap-*"):
             stray.unlink(missing_ok=True)
 
 

@@ -209,10 +209,16 @@ def test_status_shows_the_queue(bot, x):
 
 def test_the_demo_answers_its_sample_mention_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("X_", "HF_TOKEN"))}
-    result = subprocess.run([sys.executable, "-m", "bot", "demo", "--dir", str(tmp_path / "demo")],
+    # Square brackets in a mention are text, not terminal markup.
+    mention = "@huggingtweets train @dreamy_kettle [/] [bold]please"
+    result = subprocess.run([sys.executable, "-m", "bot", "demo", "--dir", str(tmp_path / "demo"), "--mention", mention],
                             capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"A mention from @sleepy_reader: {mention}" in result.stdout
     assert "received -> queued -> downloading -> training -> publishing -> replying -> done" in result.stdout
+    assert "It wrote: “My dream is" in result.stdout and "huggingtweets --config" in result.stdout
+    assert result.stderr == ""  # the bot's log goes to demo/bot.log; nothing is drawn into a pipe
+    assert "request 1: training -> publishing" in (tmp_path / "demo" / "bot.log").read_text()
     [reply] = [json.loads(line) for line in (tmp_path / "demo" / "outbox.jsonl").read_text().splitlines()]
     assert "huggingtweets/dreamy_kettle" in reply["text"]
     published = tmp_path / "demo" / "hub" / "huggingtweets" / "dreamy_kettle"

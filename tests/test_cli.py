@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -82,6 +83,29 @@ def test_each_command_has_help(command):
     assert result.exit_code == 0
     assert f"Usage: huggingtweets {command} " in result.stdout
     assert "--help" in result.stdout
+
+
+def test_commands_are_listed_in_the_order_of_the_pipeline_and_help_is_plain_text():
+    result = huggingtweets("--help")
+    listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed[:6] == ["demo", "download", "dataset", "train", "publish", "delete"]
+    assert listed[6:8] == ["run", "status"]
+    for command in listed:
+        text = huggingtweets(command, "--help").stdout
+        options = text.split("Options:")[1]
+        assert not re.search(r"<(int|str|bool|path|float|list)", options), f"{command}: a type label in its options"
+
+
+def test_version():
+    result = huggingtweets("--version")
+    assert result.returncode == 0 and result.stdout.startswith("huggingtweets 0.")
+
+
+def test_square_brackets_are_printed_as_written(sample_archive, tmp_path):
+    folder = tmp_path / "out[bold]x[/]"
+    result = huggingtweets("dataset", "dreamy_kettle", "--archive", sample_archive, "--out", folder)
+    assert result.returncode == 0, result.stderr
+    assert f"written to {folder}" in result.stdout and (folder / "stats.json").exists()
 
 
 def test_no_arguments_shows_the_help():
@@ -308,3 +332,58 @@ def test_secrets_never_appear_in_an_error(tmp_path):
     message = assert_one_line_error(result, 1)
     assert token not in result.stderr
     assert message == f"{tmp_path / '***.zip'}: no such file or folder"
+
+
+# --- commands that need the network or a token fail in seconds offline, in one line ---------------
+
+
+def test_delete_without_a_token_says_so_before_looking(tmp_path):
+    result = huggingtweets("delete", "alice", "--yes", env={"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf"),
+                                                             "HF_ENDPOINT": "http://127.0.0.1:9"}, cwd=tmp_path)
+    assert "no Hugging Face token" in assert_one_line_error(result, 1)
+
+
+def test_status_before_anything_ran_points_at_the_demo_state_when_there_is_one(tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / ".huggingtweets-demo").touch()
+    message = assert_one_line_error(huggingtweets("--config", tmp_path / "none.toml", "status", cwd=tmp_path), 2)
+    assert "no such config file" in message
+    (tmp_path / "config.toml").write_text("")
+    message = assert_one_line_error(huggingtweets("--config", tmp_path / "config.toml", "status", cwd=tmp_path), 1)
+    assert "no bot state yet" in message and "huggingtweets --config demo/config.toml status" in message
+
+
+def test_publish_to_another_organisation_with_the_local_backend(tmp_path):
+    from run_facts import example_facts
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "run.json").write_text(json.dumps(example_facts()))
+    (tmp_path / "config.toml").write_text(f'[hub]\nbackend = "local"\nlocal_dir = "{tmp_path / "hub"}"\n')
+    result = huggingtweets("--config", tmp_path / "config.toml", "publish", model, "--repo-id", "me/test", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hub" / "me" / "test" / "config.json").exists()
+    assert not (tmp_path / "hub" / "huggingtweets").exists()
+    assert f"Model: {(tmp_path / 'hub' / 'me' / 'test').as_uri()}" in result.stdout
+    assert ".versions" not in result.stdout
+
+
+def test_ctrl_c_during_training_says_so_and_leaves_no_half_folder(sample_archive, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "model"
+    config = tmp_path / "long.toml"
+    config.write_text("[train]\nearly_stopping = false\n")  # a long run, to be interrupted
+    process = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "train", "dreamy_kettle",
+                                "--archive", sample_archive, "--base-model", "tiny", "--epochs", "100", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               env=os.environ | {"PYTHONPATH": str(PROJECT), "HF_HUB_OFFLINE": "1"})
+    time.sleep(8)  # imports, the dataset and the model: well into training after that
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "huggingtweets: error: interrupted; nothing was finished"
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["long.toml"]
