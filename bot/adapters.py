@@ -31,6 +31,13 @@ class Mention:
     created_at: str | None = None
     in_reply_to_user_id: str | None = None
     in_reply_to_tweet_id: str | None = None  # the post this one replies to, when it is a reply
+    # Where to go on reading after this mention, when that is not its id (a network whose ids do not
+    # grow: Bluesky's post URIs); the next `mentions_since` gets it back.
+    cursor: str | None = None
+
+    @property
+    def resume_from(self) -> str:
+        return self.cursor or self.id
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ class Source(Protocol):
         """The bot's own account id (to tell replies under its own posts), or None when unknown."""
 
     def mentions_since(self, since_id: str | None) -> list[Mention]:
-        """Mentions newer than `since_id` (all recent ones when None), oldest first."""
+        """Mentions after the cursor `since_id` (all recent ones when None), oldest first. The bot keeps
+        the last one's `resume_from` as the next cursor."""
 
     def download_archives(self, handles: list[str]) -> dict[str, Archive]:
         """Each person's posts, keyed by lowercased handle. Raises `AccountError` for an account that

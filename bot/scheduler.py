@@ -77,10 +77,9 @@ class Bot:
         mentions = self.source.mentions_since(self.store.cursor("mentions"))
         if not mentions:
             return []
-        newest = max(mentions, key=lambda m: int(m.id)).id
         bot_id = getattr(self.source, "bot_user_id", None)
         return self.store.ingest(mentions, lambda m: decide(m, self.settings, self.store, bot_id),
-                                 cursor_value=str(newest))
+                                 cursor_value=mentions[-1].resume_from)
 
     # --- work -----------------------------------------------------------------------------------
 
