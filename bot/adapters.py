@@ -62,8 +62,38 @@ class XUser:
                 "profile_image_url": self.profile_image_url, "protected": self.protected}
 
 
+@dataclass
+class Usage:
+    """What a network bills for, counted as the answers arrive: posts and users read, posts created
+    (with and without a link, which X prices apart)."""
+
+    posts_read: int = 0
+    users_read: int = 0
+    posts_created: int = 0
+    posts_created_with_link: int = 0
+
+    def __sub__(self, earlier: Usage) -> Usage:
+        return Usage(*(getattr(self, f) - getattr(earlier, f) for f in USAGE_FIELDS))
+
+    def copy(self) -> Usage:
+        return Usage(*(getattr(self, f) for f in USAGE_FIELDS))
+
+    def __str__(self) -> str:
+        def n(count: int, word: str) -> str:
+            return f"{count:,} {word}{'' if count == 1 else 's'}"
+        text = f"read {n(self.posts_read, 'post')} and {n(self.users_read, 'user')}"
+        created = self.posts_created + self.posts_created_with_link
+        return text + (f", created {n(created, 'post')}" if created else "")
+
+
+USAGE_FIELDS = ("posts_read", "users_read", "posts_created", "posts_created_with_link")
+
+
 class Source(Protocol):
     """A network the bot listens on: mentions in, posts of the people to model, replies out."""
+
+    network: str  # "x" or "bluesky": whose prices apply to `usage`
+    usage: Usage  # what this source has been billed for so far
 
     @property
     def bot_user_id(self) -> str | None:

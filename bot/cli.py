@@ -354,26 +354,34 @@ def status(
         raise UserError(f"{path}: no bot state yet{hint}")
     store = Store(path)
     requests = store.requests(limit=limit)
+    spend = store.spend_of(r.id for r in requests)
+    now = time.time()
+    today, week = store.spend_since(now - now % 86400), store.spend_since(now - now % 86400 - 6 * 86400)
     if as_json:
-        print(json.dumps([status_record(r) for r in requests], ensure_ascii=False, indent=2))
+        print(json.dumps({"requests": [status_record(r, spend[r.id]) for r in requests],
+                          "spend_usd": {"today": today, "last_7_days": week},
+                          "waiting_or_in_progress": store.queue_length()}, ensure_ascii=False, indent=2))
         return
     table = Table(title=f"Requests in {path}", title_justify="left")
-    for column in ("id", "state", "requester", "handles", "age", "job", "attempts", "last error"):
+    for column in ("id", "state", "requester", "handles", "age", "job", "attempts", "spend", "last error"):
         table.add_column(column, overflow="fold")
     for r in requests:
-        table.add_row(str(r.id), r.state, f"@{r.requester}", " ".join(r.handles), _age(time.time() - r.created_at),
-                      r.executor or "", str(r.attempts),
+        table.add_row(str(r.id), r.state, f"@{r.requester}", " ".join(f"@{h}" for h in r.handles), _age(now - r.created_at),
+                      r.executor or "", str(r.attempts), f"${spend[r.id]:.3f}",
                       r.reason if r.state in ("failed", "rejected") or r.attempts else "")
-    out.print(table)
-    out.print(f"{store.queue_length()} waiting or in progress")
+    # In a pipe or a log there is no width to fit: print wide rather than fold every cell.
+    (out if out.is_terminal else Console(width=200, markup=False, highlight=False)).print(table)
+    budget = settings(ctx).bot.daily_budget_usd
+    out.print(f"{store.queue_length()} waiting or in progress. Spent today (UTC): ${today:.2f}"
+              + (f" of ${budget:.2f}" if budget else "") + f"; last 7 days: ${week:.2f}")
 
 
-def status_record(r) -> dict:
+def status_record(r, spend_usd: float) -> dict:
     """One request as `status --json` shows it."""
     return {"id": r.id, "state": r.state, "kind": r.kind, "requester": r.requester, "handles": list(r.handles),
             "repo": r.repo, "attempts": r.attempts, "last_error": r.reason if r.state == "failed" or r.attempts else None,
             "reason": r.reason, "executor": r.executor, "job_id": r.job_id, "model_url": r.model_url,
-            "reply": r.reply_status, "created_at": r.created_at, "updated_at": r.updated_at}
+            "reply": r.reply_status, "spend_usd": spend_usd, "created_at": r.created_at, "updated_at": r.updated_at}
 
 
 # --- helpers -------------------------------------------------------------------------------------------

@@ -69,6 +69,15 @@ class HubSettings(Section):
     retry_max_wait_seconds: float = Field(30.0, ge=0)
 
 
+class XPrices(Section):
+    """X's pay-per-use prices in US dollars (docs.x.com/x-api/getting-started/pricing, read 2026-11-22)."""
+
+    post_read: float = Field(0.005, ge=0)
+    user_read: float = Field(0.010, ge=0)
+    post_created: float = Field(0.015, ge=0)
+    post_created_with_link: float = Field(0.200, ge=0)
+
+
 class XSettings(Section):
     max_tweets_per_user: int = Field(3200, ge=5, le=3200)
     cache_dir: Path = Path("state/x-cache")
@@ -79,6 +88,7 @@ class XSettings(Section):
     rate_limit_default_wait_seconds: float = Field(60.0, ge=0)
     retry_base_wait_seconds: float = Field(1.0, ge=0)
     retry_max_wait_seconds: float = Field(60.0, ge=0)
+    prices: XPrices = XPrices()
 
 
 class BotSettings(Section):
@@ -99,6 +109,8 @@ class BotSettings(Section):
     max_attempts: int = Field(3, ge=1, le=20)
     max_mention_age_hours: float = Field(24.0, gt=0)
     retry_base_seconds: float = Field(30.0, ge=0)
+    daily_budget_usd: float = Field(0.0, ge=0)
+    reply_link: bool = True
 
 
 class Settings(Section):

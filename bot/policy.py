@@ -83,7 +83,8 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     if reused:
         url, sample = reused
         return NewRequest(**{**base, "repo": repo}, state="replying", model_url=url, sample=sample,
-                          reason="reused a recent model", reply_text=replies.ready(url, sample))
+                          reason="reused a recent model",
+                          reply_text=replies.ready(url, sample, repo, link=settings.bot.reply_link))
     if store.queue_length() >= settings.bot.max_queue:
         return reject("queue full", replies.QUEUE_FULL)
     return NewRequest(**{**base, "repo": repo}, state="queued")

@@ -24,6 +24,7 @@ OPTED_IN = ("Done: you have opted in, so people can ask me for a model of your p
             "Reply \"opt out\" at any time to undo it and delete those models.")
 SELF_ONLY = "Sorry, I only make models of your own posts: reply \"me\"."
 QUEUE_FULL = "Sorry, I am too busy right now. Please ask again in a few hours."
+OVER_BUDGET = "Sorry, I have spent today's budget for reading posts. Please ask again tomorrow."
 GENERIC_FAILURE = ("Sorry, something went wrong on my side and I could not make this model. "
                    "Please ask again later.")
 
@@ -40,9 +41,16 @@ FAILURES = {
 }
 
 
-def ready(model_url: str, sample: str | None) -> str:
-    """The reply for a finished (or reused) model: the link, and a sample marked as the model's own words."""
-    text = f"Your model is ready: {model_url}"
+def ready(model_url: str, sample: str | None, repo_id: str | None = None, link: bool = True) -> str:
+    """The reply for a finished (or reused) model: where it is, and a sample marked as the model's own words.
+
+    Without `link` the repo is named in words X does not turn into a link (a reply with a link costs X's
+    bot over ten times more); people find it by that name on the Hub.
+    """
+    if link or not repo_id:
+        text = f"Your model is ready: {model_url}"
+    else:
+        text = f"Your model is ready on the Hugging Face Hub as {repo_id}"
     if sample:
         text += f"\n\nWritten by the model, not by a person: “{sample}”"
     return text

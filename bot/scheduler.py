@@ -24,16 +24,19 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bot import job, replies
 from bot.adapters import Source
-from bot.config import Settings
+from bot.config import Settings, XPrices
 from bot.errors import AccountError, NotEnoughDataError, UsageError, UserError, backoff_seconds, clip, retry_policy
 from bot.executors import Executor, LocalExecutor
 from bot.facts import RunFacts
 from bot.failpoints import failpoint
 from bot.policy import decide
+from bot.spend import FREE, priced
 from bot.store import Request, Store, StoreError
 
 log = logging.getLogger("huggingtweets.bot")
@@ -68,13 +71,15 @@ class Bot:
         self.source = source if source is not None else make_source(settings)
         self.executor = executor or make_executor(settings)
         self.stopping = threading.Event()
+        self._metering = threading.Lock()
         self.work_dir = Path(settings.bot.work_dir)
 
     # --- mentions in ----------------------------------------------------------------------------
 
     def poll(self) -> list[Request]:
         """Read new mentions and store each with its decision; the cursor moves in the same transaction."""
-        mentions = self.source.mentions_since(self.store.cursor("mentions"))
+        with self.metered(None):
+            mentions = self.source.mentions_since(self.store.cursor("mentions"))
         if not mentions:
             return []
         bot_id = getattr(self.source, "bot_user_id", None)
@@ -105,19 +110,60 @@ class Bot:
     def advance(self, r: Request) -> None:
         """Move one request one step further, or record why it cannot move."""
         try:
-            if r.state == "queued":
-                if r.kind == "opt_out":
-                    self.delete_models(r)
-                else:
-                    self.store.transition(r.id, "downloading")
-            elif r.state == "downloading":
-                self.download(r)
-            elif r.state == "training":
-                self.start_job(r)
-            elif r.state == "publishing":
-                self.publish(r)
+            with self.metered(r.id):
+                self._advance(r)
         except Exception as e:  # noqa: BLE001 - every failure is either retried or answered
             self.failed_attempt(r, e)
+
+    def _advance(self, r: Request) -> None:
+        if r.state == "queued":
+            if r.kind == "opt_out":
+                self.delete_models(r)
+            else:
+                self.store.transition(r.id, "downloading")
+        elif r.state == "downloading":
+            self.download(r)
+        elif r.state == "training":
+            self.start_job(r)
+        elif r.state == "publishing":
+            self.publish(r)
+
+    @contextmanager
+    def metered(self, request_id: int | None) -> Iterator[None]:
+        """Record what the source billed for while this block ran, against the request (None: polling).
+
+        One metered block at a time: the poll and the work run in different threads, and each must be
+        charged only for its own reads.
+        """
+        usage = getattr(self.source, "usage", None)
+        if usage is None:  # a source that costs nothing
+            yield
+            return
+        with self._metering:
+            before = usage.copy()
+            try:
+                yield
+            finally:
+                try:
+                    self.store.add_spend(request_id, self.source.network, priced(usage - before, self.prices))
+                except StoreError as e:
+                    log.warning("spend not recorded: %s", e)
+
+    @property
+    def prices(self) -> XPrices:
+        return self.settings.x.prices if getattr(self.source, "network", None) == "x" else FREE
+
+    def check_budget(self, r: Request) -> None:
+        """Refuse a download that could take today's spend past `[bot] daily_budget_usd`."""
+        budget = self.settings.bot.daily_budget_usd
+        estimate = getattr(self.source, "download_estimate", None)
+        if not budget or estimate is None:
+            return
+        worst = sum(cost for _, _, cost in priced(estimate(list(r.handles)), self.prices))
+        today = self.store.spend_since(_start_of_utc_day(self.store.clock()))
+        if worst and today + worst > budget:
+            raise OverBudget(f"today's spend ${today:.2f} plus this download (up to ${worst:.2f}) would pass "
+                             f"the daily budget of ${budget:.2f}")
 
     def failed_attempt(self, r: Request, error: BaseException) -> None:
         """A permanent failure ends the request with a reply; a passing one waits and counts an attempt."""
@@ -144,6 +190,7 @@ class Bot:
         """The posts, cleaned and split once, into the request folder: the job trains on exactly these."""
         from bot.dataset import build_dataset
 
+        self.check_budget(r)
         archives = self.source.download_archives(list(r.handles))
         dataset = build_dataset(archives, self.settings.data)
         job.prepare(self.request_dir(r), dataset, job.TrainJob.from_settings(self.settings, dataset.name))
@@ -183,8 +230,9 @@ class Bot:
         facts = RunFacts.load(model_dir)
         result = publish_folder(model_dir, self.settings, repo_id=r.repo)
         self.store.record_published(r.repo, r.handles, result.model_url, facts.best_sample)
+        reply = replies.ready(result.model_url, facts.best_sample, r.repo, link=self.settings.bot.reply_link)
         self.store.transition(r.id, "replying", note=result.commit_url, model_url=result.model_url,
-                              sample=facts.best_sample, reply_text=replies.ready(result.model_url, facts.best_sample))
+                              sample=facts.best_sample, reply_text=reply)
 
     def delete_models(self, r: Request) -> None:
         from bot.hub import delete_repos, find_repos_for
@@ -200,6 +248,10 @@ class Bot:
 
     def send_reply(self, r: Request) -> bool:
         """Exactly one reply per mention, across crashes. False when it failed and waits for a retry."""
+        with self.metered(r.id):
+            return self._send_reply(r)
+
+    def _send_reply(self, r: Request) -> bool:
         try:
             if r.reply_status == "sending":
                 # A reply may have gone out just before a crash: look before posting again.
@@ -321,7 +373,17 @@ def failure_reply(error: BaseException) -> str:
         return replies.failure(error.reason, [error.handle])
     if isinstance(error, NotEnoughDataError):
         return replies.failure("too_few", detail=str(error).split(" (")[0])
+    if isinstance(error, OverBudget):
+        return replies.OVER_BUDGET
     return replies.GENERIC_FAILURE
+
+
+class OverBudget(UserError):
+    """A download would take the day's spend past the budget: the request ends with a polite reply."""
+
+
+def _start_of_utc_day(now: float) -> float:
+    return now - now % 86400
 
 
 def _now():

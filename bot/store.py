@@ -110,6 +110,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE requests ADD COLUMN executor TEXT;
     ALTER TABLE requests ADD COLUMN job_started_at REAL
     """,
+    # 4: what each step cost on the network it used (request_id NULL: reading mentions)
+    """
+    CREATE TABLE spend (
+        request_id INTEGER REFERENCES requests(id),
+        at REAL NOT NULL,
+        network TEXT NOT NULL,
+        item TEXT NOT NULL,
+        units INTEGER NOT NULL,
+        usd REAL NOT NULL
+    );
+    CREATE INDEX spend_by_time ON spend(at);
+    CREATE INDEX spend_by_request ON spend(request_id)
+    """,
 ]
 
 
@@ -462,6 +475,31 @@ class Store:
             return db.execute(
                 "SELECT COUNT(*) FROM requests WHERE requester = ? AND created_at >= ? AND kind = 'train'"
                 " AND state NOT IN ('rejected', 'ignored')", (requester, since)).fetchone()[0]
+
+    # --- spend --------------------------------------------------------------------------------------
+
+    def add_spend(self, request_id: int | None, network: str, items: Iterable[tuple[str, int, float]]) -> None:
+        """Record what a step cost: (item, units, dollars) for each kind of use."""
+        rows = [(request_id, self.clock(), network, item, units, usd) for item, units, usd in items]
+        if rows:
+            with self.transaction() as db:
+                db.executemany("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def spend_of(self, request_ids: Iterable[int]) -> dict[int, float]:
+        """Dollars spent on each of these requests (0 for none)."""
+        ids = list(request_ids)
+        if not ids:
+            return {}
+        with self._reading() as db:
+            rows = db.execute(f"SELECT request_id, SUM(usd) FROM spend WHERE request_id IN ({','.join('?' * len(ids))})"
+                              " GROUP BY request_id", ids).fetchall()
+        found = {row[0]: row[1] for row in rows}
+        return {i: round(found.get(i, 0.0), 6) for i in ids}
+
+    def spend_since(self, since: float) -> float:
+        """Dollars spent since the time `since`, everything included (reading mentions too)."""
+        with self._reading() as db:
+            return round(db.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE at >= ?", (since,)).fetchone()[0], 6)
 
     # --- cursors, consents, publications ----------------------------------------------------------
 

@@ -13,7 +13,7 @@
     >>> x.reply(mentions[-1].id, fit_reply("@carol your model is ready", "https://huggingface.co/huggingtweets/alice"))
     '1900000000000000001'
     >>> x.usage                                                # what X bills: posts and users read, posts created
-    XUsage(posts_read=3201, users_read=2, posts_created=1)
+    Usage(posts_read=3201, users_read=2, posts_created=0, posts_created_with_link=1)
 
 Credentials come from the environment: `X_BEARER_TOKEN` (app-only, for reads) and `X_API_KEY`,
 `X_API_SECRET`, `X_ACCESS_TOKEN`, `X_ACCESS_TOKEN_SECRET` (OAuth 1.0a user context, for mentions and
@@ -46,7 +46,7 @@ import regex
 import requests
 import tweepy
 
-from bot.adapters import Mention, XUser
+from bot.adapters import Mention, Usage, XUser
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import Settings, XSettings
 from bot.errors import AccountError, TransientError, UsageError, UserError, backoff_seconds, clip, mask
@@ -153,6 +153,11 @@ def weighted_length(text: str) -> int:
     return total
 
 
+def has_link(text: str) -> bool:
+    """Whether X would see a link in `text` (it bills such a post at a higher price)."""
+    return any(is_link for _, is_link in _pieces(unicodedata.normalize("NFC", text)))
+
+
 def fit_reply(text: str, url: str | None = None, limit: int = MAX_WEIGHTED_LENGTH) -> str:
     """`text`, then a space and `url`, within `limit` weighted characters: the text is shortened, never a link.
 
@@ -246,19 +251,8 @@ def _shorten(text: str, budget: int) -> str:
 # --- what we read ----------------------------------------------------------------------------------
 
 
-@dataclass
-class XUsage:
-    """What X bills for: posts and users read, posts created. Counted as the answers arrive."""
-
-    posts_read: int = 0
-    users_read: int = 0
-    posts_created: int = 0
-
-    def __str__(self) -> str:
-        def n(count: int, word: str) -> str:
-            return f"{count:,} {word}{'' if count == 1 else 's'}"
-        text = f"read {n(self.posts_read, 'post')} and {n(self.users_read, 'user')}"
-        return text + (f", created {n(self.posts_created, 'post')}" if self.posts_created else "")
+# What X bills for (posts and users read, posts created), counted as the answers arrive.
+XUsage = Usage
 
 
 # --- the client ------------------------------------------------------------------------------------
@@ -299,7 +293,8 @@ class XClient:
                                     return_type=dict, wait_on_rate_limit=False)
         self.client.session = XSession(_check_base_url(base_url), self.config.request_timeout_seconds)
         _hide_in_logs([v for v in (bearer_token, api_key, api_secret, access_token, access_token_secret) if v])
-        self.usage = XUsage()
+        self.network = "x"
+        self.usage = Usage()
         self._lock = threading.Lock()
         self._me: XUser | None = None
 
@@ -425,7 +420,10 @@ class XClient:
         data = body.get("data")
         if not isinstance(data, dict) or "id" not in data:
             raise XRequestError(f"X did not create the reply to {target}: {_api_error_text(body)}")
-        self._count(created=1)
+        if has_link(text):
+            self._count(created_with_link=1)
+        else:
+            self._count(created=1)
         return str(data["id"])
 
     def recent_replies(self, limit: int = 100) -> dict[str, str]:
@@ -457,13 +455,21 @@ class XClient:
     def download_archives(self, handles: list[str], progress: bool = False) -> dict[str, Archive]:
         return download_archives(handles, self.settings, client=self, progress=progress)
 
+    def download_estimate(self, handles: list[str]) -> Usage:
+        """The most `download_archives(handles)` can read: every account not fresh in the cache looked up
+        and read in full (for the daily budget, before anything is paid for)."""
+        cache = TimelineCache(self.config.cache_dir, self.config.cache_ttl_hours, self.config.max_tweets_per_user)
+        stale = [h for h in handles if not cache.is_fresh(h)]
+        return Usage(users_read=len(stale), posts_read=len(stale) * self.config.max_tweets_per_user)
+
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _count(self, posts: int = 0, users: int = 0, created: int = 0) -> None:
+    def _count(self, posts: int = 0, users: int = 0, created: int = 0, created_with_link: int = 0) -> None:
         with self._lock:
             self.usage.posts_read += posts
             self.usage.users_read += users
             self.usage.posts_created += created
+            self.usage.posts_created_with_link += created_with_link
 
     def _read_user_auth(self) -> bool:
         """Reads use the app's bearer token, or the user context when that is all there is."""

@@ -330,3 +330,50 @@ def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
     lookups = x.count("/2/users/by/")
     bot.run_ok()  # too early: nothing is tried
     assert x.count("/2/users/by/") == lookups and bot.states() == {mention: "downloading"}
+
+
+# --- what each request costs on X ------------------------------------------------------------------
+
+
+def status_json(bot) -> dict:
+    result = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "status", "--json"],
+                            capture_output=True, text=True, env=bot.env(), cwd=bot.tmp)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_status_shows_what_each_request_cost_on_x(bot, x):
+    new = x.add_mention("carol", "@huggingtweets train @dora")
+    bot.run_ok()
+    reused = x.add_mention("dave", "@huggingtweets train @dora")
+    refused = x.add_mention("dave", "@huggingtweets help")
+    bot.run_ok()
+
+    spend = {r["id"]: r["spend_usd"] for r in status_json(bot)["requests"]}
+    # 1 account and 180 posts read ($0.01 + 180 x $0.005), a reply with a link ($0.20)
+    assert spend[1] == pytest.approx(1.11)
+    assert spend[2] == pytest.approx(0.20)  # reused: no reads, only the reply with its link
+    assert spend[3] == pytest.approx(0.015)  # the help: a reply without a link
+    totals = status_json(bot)["spend_usd"]
+    assert totals["today"] > sum(spend.values())  # reading the mentions costs too
+    table = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "status"],
+                           capture_output=True, text=True, env=bot.env(), cwd=bot.tmp).stdout
+    assert "$1.110" in table and "Spent today (UTC): $" in table
+
+
+def test_a_daily_budget_stops_new_downloads_with_a_polite_reply(bot, x):
+    bot.write_config(daily_budget_usd=1.0)
+    mention = x.add_mention("carol", "@huggingtweets train @eli")
+    bot.run_ok()
+    assert bot.states() == {mention: "failed"}
+    assert "spent today's budget" in bot.replies_to(mention)[0]
+    assert x.count("/2/users/2001/tweets") == 0  # no post of eli's was read (paid for)
+
+
+def test_replies_can_name_the_model_without_a_link(bot, x):
+    bot.write_config(reply_link=False)
+    mention = x.add_mention("carol", "@huggingtweets train @dora")
+    bot.run_ok()
+    [reply] = bot.replies_to(mention)
+    assert "on the Hugging Face Hub as huggingtweets/dora" in reply and "http" not in reply
+    assert status_json(bot)["requests"][0]["spend_usd"] == pytest.approx(0.01 + 0.9 + 0.015)

@@ -298,8 +298,10 @@ def test_reply_body_and_length(client, fake):
     assert fake.posted == [{"id": reply_id, "text": fake.posted[0]["text"], "in_reply_to_tweet_id": mention}]
     sent = fake.posted[0]["text"]
     assert sent.endswith(LINK) and weighted_length(sent) <= 280 and sent.startswith("@carol your model")
-    assert client.usage.posts_created == 1
+    assert (client.usage.posts_created, client.usage.posts_created_with_link) == (0, 1)  # X bills a link apart
     assert client.recent_replies() == {mention: reply_id}
+    client.reply(fake.add_mention("dave", "help"), "Ask me for a model: huggingtweets/alice on the Hub")
+    assert (client.usage.posts_created, client.usage.posts_created_with_link) == (1, 1)
 
 
 def test_a_reply_whose_answer_was_lost_is_not_sent_twice(client, fake):
