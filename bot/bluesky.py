@@ -58,7 +58,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,6 +107,8 @@ MAX_PAGES = 1000  # a guard against a server that hands out cursors forever
 # Without a cursor (a first start), the latest 800 notifications: as far back as X's mentions reach.
 FIRST_READ_PAGES = 8
 MENTION_REASONS = ("mention", "reply")
+# How far before the cursor each read of mentions looks again (see `BlueskyClient.mentions_since`).
+MENTION_OVERLAP = timedelta(minutes=10)
 POST_COLLECTION = "app.bsky.feed.post"
 RATE_LIMIT_MARGIN_SECONDS = 0.5  # ratelimit-reset is a whole second: wait a little past it
 
@@ -114,7 +116,7 @@ RATE_LIMIT_MARGIN_SECONDS = 0.5  # ratelimit-reset is a whole second: wait a lit
 # people is treated as X's protected accounts are: the bot is logged in and could read it, but the
 # person's wish is the same.
 NO_UNAUTHENTICATED_LABEL = "!no-unauthenticated"
-TAKEDOWN_LABELS = {"!takedown", "!suspend"}
+TAKEDOWN_LABELS = {"!takedown", "!suspend"}  # what Bluesky's AppView itself treats as taken down
 
 # A handle is a domain name (the atproto handle syntax, lowercased); these top-level domains are never
 # handles ("handle.invalid" is what Bluesky shows for a handle that no longer checks out).
@@ -158,7 +160,7 @@ def normalize_handle(text: str) -> str:
 
     This runs before a handle touches a path or a request.
     """
-    handle = text.strip().lstrip("@＠").lower() if isinstance(text, str) else ""
+    handle = re.sub(r"^[@＠]", "", text.strip()).lower() if isinstance(text, str) else ""
     tld = handle.rsplit(".", 1)[-1]
     if not HANDLE_RE.fullmatch(handle) or len(handle) > MAX_HANDLE_LENGTH or tld in NOT_HANDLE_TLDS:
         shown = text if isinstance(text, str) and len(text) <= 60 else f"{str(text)[:60]}…"
@@ -274,10 +276,7 @@ class BlueskyClient:
                    service_url=env.get(SERVICE_URL_ENV) or None)
 
     def close(self) -> None:
-        with self._lock:
-            if self._sdk is not None:
-                self._sdk.request.close()
-                self._sdk = None
+        self._forget_session()
 
     def __enter__(self) -> BlueskyClient:
         return self
@@ -414,13 +413,20 @@ class BlueskyClient:
     # --- mentions and replies -------------------------------------------------------------------
 
     def mentions_since(self, since: str | None) -> list[Mention]:
-        """The bot's notifications of a mention or a reply after the cursor `since` (the latest 800 when
+        """The bot's notifications of a mention or a reply since the cursor `since` (the latest 800 when
         None), oldest first. Each one's `cursor` (`Mention.resume_from`) is where the next call resumes:
-        the notification's index time and URI, since post URIs do not grow."""
+        a notification time and a post URI, since post URIs do not grow.
+
+        Notifications sort by the post's own creation time when that is earlier than the time Bluesky
+        indexed it, so a post indexed late (a slow server, a client clock behind) can sort before one
+        already read. Each call therefore reads back `MENTION_OVERLAP` before the cursor, and may give
+        again mentions it gave before: the bot's store skips those it has.
+        """
         after = _parse_cursor(since)
         if since and after is None:
             log.warning("Bluesky: the mentions cursor %r is not one of ours; reading the latest mentions", since)
-        found: dict[str, Mention] = {}
+        read_back_to = after[0] - MENTION_OVERLAP if after else None
+        found: dict[str, tuple[tuple[datetime, str], Mention]] = {}
         cursor = None
         for _ in range(MAX_PAGES if after else FIRST_READ_PAGES):
             page = self._call("reading mentions", "app.bsky.notification.list_notifications",
@@ -429,16 +435,18 @@ class BlueskyClient:
             reached = False
             for notification in page.notifications:
                 key = _notification_key(notification)
-                if after is not None and key <= after:
-                    reached = True  # newest first: everything from here on was read before
+                if read_back_to is not None and key[0] < read_back_to:
+                    reached = True  # newest first: everything from here on is older still
                     continue
-                mention = _mention_from_notification(notification)
+                # The cursor never goes back: a late post read now resumes from where we already were.
+                resume = max(key, after) if after else key
+                mention = _mention_from_notification(notification, resume)
                 if mention is not None:
-                    found.setdefault(mention.id, mention)
+                    found.setdefault(mention.id, (key, mention))
             cursor = page.cursor
             if reached or not cursor or not page.notifications:
                 break
-        return sorted(found.values(), key=lambda m: _parse_cursor(m.cursor))
+        return [mention for _, mention in sorted(found.values(), key=lambda pair: pair[0])]
 
     def reply(self, mention_uri: str, text: str) -> str:
         """Post `text` (fitted to 300 graphemes, links kept whole, no facets) as a reply to the post
@@ -722,16 +730,18 @@ def _parse_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     return moment, uri
 
 
-def _mention_from_notification(n) -> Mention | None:
+def _mention_from_notification(n, resume: tuple[datetime, str]) -> Mention | None:
+    """A Mention from a notification of a mention or a reply (None for a like, a follow, ...)."""
     if n.reason not in MENTION_REASONS:
         return None
     record = n.record
     parent = _dig(record, "reply", "parent", "uri")
+    moment, uri = resume
     return Mention(id=str(n.uri), author_id=str(n.author.did), author_username=str(n.author.handle).lower(),
                    text=_dig(record, "text") or "",
                    created_at=_iso(_dig(record, "created_at")) or _iso(n.indexed_at),
                    in_reply_to_user_id=_did_of(parent), in_reply_to_tweet_id=parent,
-                   cursor=f"{_iso(n.indexed_at) or _iso(EPOCH.isoformat())} {n.uri}")
+                   cursor=f"{_iso(moment.isoformat())} {uri}")
 
 
 # --- secrets out of the logs -----------------------------------------------------------------------

@@ -118,7 +118,7 @@ class FakeBluesky:
         self.session_seconds = session_seconds
         self.accounts: dict[str, FakeAccount] = {}  # by DID
         self.records: dict[str, dict] = {}  # every record by AT URI: {"cid", "value", "indexed_at"}
-        self.notifications: list[dict] = []  # of the bot, oldest first
+        self.notifications: list[dict] = []  # of the bot, in the order they were made
         self.replies: list[dict] = []  # what the bot posted
         self.requests: list[tuple[str, str, dict]] = []  # (method, NSID, query) of every request
         self.sessions_created = 0
@@ -201,7 +201,8 @@ class FakeBluesky:
         """A new post at the top of an account's feed (the account is created if unknown); its URI."""
         with self.lock:
             author = self.account(handle) or self.add_user(handle)
-            record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": _iso(created_at or _now()),
+            indexed = self._index_time()
+            record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": _iso(created_at) if created_at else indexed,
                       "langs": ["en"]}
             if reply_to:
                 parent = self.records[reply_to]
@@ -209,15 +210,17 @@ class FakeBluesky:
                 record["reply"] = {"root": root, "parent": {"uri": reply_to, "cid": parent["cid"]}}
             if facets:
                 record["facets"] = facets
-            uri = self._put_record(author, "app.bsky.feed.post", record, self._index_time())
-            author.feed.insert(0, {"uri": uri, "sort_at": self.records[uri]["indexed_at"], "repost": None})
+            uri = self._put_record(author, "app.bsky.feed.post", record, indexed)
+            author.feed.insert(0, {"uri": uri, "sort_at": indexed, "repost": None})
             return uri
 
-    def add_mention(self, author: str, text: str, reply_to: str | None = None, *, mention: bool = True) -> str:
+    def add_mention(self, author: str, text: str, reply_to: str | None = None, *, mention: bool = True,
+                    created_at: datetime | None = None) -> str:
         """A post by `author` that mentions the bot (with "@huggingtweets.bsky.social " put in front, and
-        its mention facet) and the notification the bot gets for it: "reply" when it answers a post of
-        the bot's, else "mention". With `mention=False` the text is left alone (a reply under a post of
-        the bot's that does not name it). The post's URI."""
+        its mention facet) and the notification the bot gets for it. With `mention=False` the text is left
+        alone: a reply under a post of the bot's that does not name it, notified as "reply" (a reply that
+        names the bot is notified once, as "mention", as the AppView does). `created_at` is the time the
+        author's client wrote in the post (default now). The post's URI."""
         with self.lock:
             facets = None
             if mention:
@@ -226,10 +229,10 @@ class FakeBluesky:
                 start = text.encode().index(f"@{BOT_HANDLE}".encode())
                 facets = [{"index": {"byteStart": start, "byteEnd": start + len(BOT_HANDLE) + 1},
                            "features": [{"$type": "app.bsky.richtext.facet#mention", "did": self.bot.did}]}]
-            uri = self.add_post(author, text, reply_to=reply_to, facets=facets)
+            uri = self.add_post(author, text, reply_to=reply_to, facets=facets, created_at=created_at)
             replies_to_bot = bool(reply_to) and _did_of(reply_to) == self.bot.did
             if mention or replies_to_bot:
-                self._notify("reply" if replies_to_bot else "mention", uri)
+                self._notify("mention" if mention else "reply", uri)
             return uri
 
     def add_like(self, author: str, subject: str) -> str:
@@ -341,7 +344,11 @@ class FakeBluesky:
         return _iso(datetime.fromtimestamp(now, timezone.utc))
 
     def _notify(self, reason: str, uri: str, reason_subject: str | None = None) -> None:
-        notification = {"uri": uri, "reason": reason, "indexed_at": self.records[uri]["indexed_at"]}
+        # A notification sorts (and shows as indexedAt) at the post's creation time when that is earlier
+        # than its index time, as the AppView does: a post indexed late sorts behind newer ones.
+        stored = self.records[uri]
+        sort_at = min(stored["indexed_at"], _iso(datetime.fromisoformat(stored["value"]["createdAt"].replace("Z", "+00:00"))))
+        notification = {"uri": uri, "reason": reason, "indexed_at": sort_at}
         if reason_subject:
             notification["reasonSubject"] = reason_subject
         self.notifications.append(notification)
@@ -609,7 +616,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise XrpcError(400, "InvalidRequest", "The seenAt parameter is unsupported")
         limit = _int_param(query, "limit", 50, 1, 100)
         reasons = query.get("reasons")
-        notifications = [n for n in reversed(self.fake.notifications)] if viewer is self.fake.bot else []
+        notifications = sorted(self.fake.notifications, key=lambda n: n["indexed_at"], reverse=True) \
+            if viewer is self.fake.bot else []
         cursor = _one(query, "cursor", "")
         if cursor:
             notifications = [n for n in notifications if n["indexed_at"] < cursor]

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -128,9 +129,11 @@ def test_a_revoked_session_is_logged_in_again_once(client, fake):
 def test_mentions_all_pages_oldest_first_and_resume(client, fake):
     authors = ["dave.bsky.social", "erin.bsky.social", "frank.example.org"]
     bot_post = fake.add_post(fake_bsky.BOT_HANDLE, "Hello, I make models of posts")
+    start = datetime.now(timezone.utc) - timedelta(hours=2)
     uris = []
-    for i in range(250):
-        uris.append(fake.add_mention(authors[i % 3], f"train {ALICE} please ({i})"))
+    for i in range(250):  # one every 20 seconds, two hours ago
+        uris.append(fake.add_mention(authors[i % 3], f"train {ALICE} please ({i})",
+                                     created_at=start + timedelta(seconds=20 * i)))
         if i % 5 == 0:
             fake.add_like(authors[i % 3], bot_post)  # notifications that are not mentions
     mentions = client.mentions_since(None)
@@ -139,16 +142,31 @@ def test_mentions_all_pages_oldest_first_and_resume(client, fake):
     first = mentions[0]
     assert first.author_username == "dave.bsky.social" and first.author_id == fake.account("dave.bsky.social").did
     assert first.text == f"@{fake_bsky.BOT_HANDLE} train {ALICE} please (0)"
-    assert first.created_at.endswith("Z") and first.in_reply_to_user_id is None
-    assert first.resume_from != first.id  # ids do not grow: the cursor is the notification's time and URI
+    assert first.created_at == fake.records[uris[0]]["value"]["createdAt"] and first.in_reply_to_user_id is None
+    assert first.resume_from != first.id  # ids do not grow: the cursor is a time and a URI
 
+    # From a cursor: what came after it, and the 10 minutes before it again (the store skips those).
     calls = fake.count("app.bsky.notification.listNotifications")
     newer = client.mentions_since(mentions[199].resume_from)
-    assert [m.id for m in newer] == uris[200:]
-    assert fake.count("app.bsky.notification.listNotifications") - calls == 1  # stops where it read before
-    assert client.mentions_since(mentions[-1].resume_from) == []
+    assert [m.id for m in newer] == uris[199 - 600 // 20:]
+    assert fake.count("app.bsky.notification.listNotifications") - calls == 2  # stops where it had read before
     later = fake.add_mention("erin.bsky.social", "me")
-    assert [m.id for m in client.mentions_since(mentions[-1].resume_from)] == [later]
+    assert [m.id for m in client.mentions_since(mentions[-1].resume_from)] == uris[249 - 600 // 20:] + [later]
+
+
+def test_a_mention_indexed_late_is_still_read(client, fake):
+    now = datetime.now(timezone.utc)
+    fake.add_mention("dave.bsky.social", "help")
+    cursor = client.mentions_since(None)[-1].resume_from
+    # Written two minutes ago but indexed only now (a slow server, a client clock behind): it sorts
+    # before the mention already read.
+    late = fake.add_mention("erin.bsky.social", f"train {ALICE}", created_at=now - timedelta(minutes=2))
+    again = client.mentions_since(cursor)
+    assert late in [m.id for m in again]
+    assert min(m.resume_from for m in again) >= cursor  # the cursor never goes back
+    # One written an hour before the cursor is past the overlap.
+    old = fake.add_mention("frank.bsky.social", "help", created_at=now - timedelta(hours=1))
+    assert old not in [m.id for m in client.mentions_since(cursor)]
 
 
 def test_a_first_read_takes_the_latest_800(client, fake):
@@ -163,7 +181,7 @@ def test_replies_under_the_bots_posts_name_the_bot_as_the_parent_author(client, 
     reply = client.reply(first, "On it")
     thanks = fake.add_mention("dave.bsky.social", "thank you!", reply_to=reply, mention=False)  # no @ at all
     again = fake.add_mention("dave.bsky.social", "@huggingtweets.bsky.social help", reply_to=reply)
-    mentions = client.mentions_since(client.mentions_since(None)[0].resume_from)
+    mentions = [m for m in client.mentions_since(client.mentions_since(None)[0].resume_from) if m.id != first]
     assert [m.id for m in mentions] == [thanks, again]
     for m in mentions:
         assert m.in_reply_to_user_id == fake.bot.did == client.bot_user_id
