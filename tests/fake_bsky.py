@@ -28,6 +28,7 @@ The server runs in a thread of the test process on 127.0.0.1, port 0; a process 
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import hashlib
 import hmac
@@ -603,8 +604,8 @@ class _Handler(BaseHTTPRequestHandler):
         if filter_ == "posts_no_replies":
             entries = [e for e in entries if e["repost"] or "reply" not in self.fake.records[e["uri"]]["value"]]
         cursor = _one(query, "cursor", "")
-        if cursor:
-            entries = [e for e in entries if _entry_key(self.fake, e) < cursor]
+        if cursor:  # the feed is newest first: skip to the first entry past the cursor
+            entries = entries[bisect.bisect_left(entries, True, key=lambda e: _entry_key(self.fake, e) < cursor):]
         page, rest = entries[:limit], entries[limit:]
         answer: dict = {"feed": [self.fake._feed_item(e) for e in page]}
         if rest and page:
