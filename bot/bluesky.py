@@ -346,7 +346,7 @@ class BlueskyClient:
         except BlueskyRequestError as e:
             if e.error == "AccountTakedown":
                 raise AccountError(handle, "suspended") from None
-            if e.error == "AccountDeactivated" or (e.status == 400 and e.error == "InvalidRequest"):
+            if e.error == "AccountDeactivated" or (e.error == "InvalidRequest" and "not found" in str(e).lower()):
                 raise AccountError(handle, "unknown") from None  # "Profile not found"
             raise
         labels = _active_labels(profile.labels)
@@ -517,7 +517,8 @@ class BlueskyClient:
         reason, retry_after = "no answer", None
         maybe_done = False  # whether the failed try may still have been carried out
         logged_in_again = False
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             if maybe_done and check_before_retry is not None:
                 done = check_before_retry()
                 if done is not None:
@@ -539,9 +540,9 @@ class BlueskyClient:
                         f"rate_limit_max_wait_seconds ({most:.0f} s); try again later", retry_after=wait) from None
             except (UnauthorizedError, BadRequestError, LoginRequiredError) as e:
                 if _error_name(e) in ("ExpiredToken", "InvalidToken") or isinstance(e, LoginRequiredError):
-                    if not logged_in_again:  # a session revoked or expired under us: log in once more
+                    if not logged_in_again:  # a session revoked or expired under us: log in once more,
                         log.info("Bluesky: the session ended (%s); logging in again", _error_name(e) or "expired")
-                        self._forget_session()
+                        self._forget_session()  # which is not one of the attempts
                         logged_in_again, maybe_done = True, False
                         continue
                 raise self._refusal(what, e) from None
@@ -558,10 +559,12 @@ class BlueskyClient:
                 reason, wait, maybe_done = _network_reason(e), self._backoff(attempt), True
             except (ValueError, ModelError):  # a garbled or truncated body, or one of the wrong shape
                 reason, wait, maybe_done = "a malformed answer", self._backoff(attempt), True
-            if attempt + 1 < attempts:
-                log.warning("Bluesky: %s while %s; retrying in %.1f s (attempt %d of %d)", reason, what, wait,
-                            attempt + 2, attempts)
-                time.sleep(wait)
+            attempt += 1
+            if attempt >= attempts:
+                break
+            log.warning("Bluesky: %s while %s; retrying in %.1f s (attempt %d of %d)", reason, what, wait,
+                        attempt + 1, attempts)
+            time.sleep(wait)
         raise BlueskyUnavailableError(f"Bluesky is unavailable: {reason} while {what}, {attempts} "
                                       f"attempt{'s' if attempts != 1 else ''}; try again later",
                                       retry_after=retry_after)

@@ -115,12 +115,19 @@ def test_a_short_lived_session_is_refreshed_not_logged_in_again(tmp_path):
         assert fake.sessions_created == 1 and fake.sessions_refreshed >= 2
 
 
-def test_a_revoked_session_is_logged_in_again_once(client, fake):
+@pytest.mark.parametrize("max_retries", [3, 0])  # logging in again is not one of the attempts
+def test_a_revoked_session_is_logged_in_again_once(fake, tmp_path, max_retries):
+    client = BlueskyClient.from_settings(make_settings(tmp_path, max_retries=max_retries), environ=fake.env())
     client.get_profile(ALICE)
     fake.expire_sessions()
     assert client.get_profile(HARU).handle == HARU
     assert fake.sessions_created == 2
-    assert [n for _, n, _ in fake.requests].count("app.bsky.actor.getProfile") == 3  # one refused, then again
+    assert fake.count("app.bsky.actor.getProfile") == 3  # one refused, then again
+    fake.expire_sessions()
+    fake.fail_next("com.atproto.server.createSession", 401, body={"error": "AuthenticationRequired",
+                                                                  "message": "Invalid identifier or password"})
+    with pytest.raises(BlueskyRequestError, match="refused the login"):  # the password was changed meanwhile
+        client.get_profile(HARU)
 
 
 # --- mentions ----------------------------------------------------------------------------------------
@@ -206,6 +213,7 @@ def test_a_download_is_an_archive_the_dataset_reads(client, fake):
     assert (alice.account.username, alice.account.user_id, alice.account.display_name) == (ALICE, account.did, "Alice")
     assert alice.account.avatar_url.startswith("https://cdn.bsky.app/img/avatar/")
     assert json.loads(user_sidecar(alice.path).read_text())["id"] == account.did
+    assert open_archive(alice.path).account == alice.account  # the file alone reads back the same
 
     feed = fake.posts_of(ALICE)
     records = [fake.records[e["uri"]]["value"] for e in feed if not e["repost"]]
@@ -268,6 +276,14 @@ def test_account_errors_name_the_handle_and_nothing_is_read(client, fake, handle
     assert e.reason == reason and e.handle == handle and f"@{handle}" in str(e)
     assert not e.transient
     assert fake.count("app.bsky.feed.getAuthorFeed") == 0  # every account is checked before any posts are read
+
+
+def test_another_refusal_of_a_profile_is_not_taken_for_an_unknown_account(client, fake):
+    client.bot_user_id
+    fake.fail_next("app.bsky.actor.getProfile", 400, body={"error": "InvalidRequest", "message": "Invalid actor"})
+    with pytest.raises(BlueskyRequestError, match="HTTP 400 InvalidRequest: Invalid actor") as caught:
+        client.get_profile(ALICE)
+    assert not isinstance(caught.value, AccountError)
 
 
 def test_a_label_set_and_then_negated_does_not_stop_a_download(client, fake):
