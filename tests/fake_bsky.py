@@ -12,8 +12,9 @@ It speaks what the real `atproto` client calls, in the lexicon's JSON shapes, so
 its answers: `com.atproto.server.createSession` and `refreshSession` (JWT-shaped tokens whose `exp` the
 client reads to refresh in time), `app.bsky.actor.getProfile`, `app.bsky.feed.getAuthorFeed` (reposts
 with `reasonRepost`, replies, quotes), `app.bsky.feed.getPosts`, `app.bsky.notification.listNotifications`
-(newest first, a time cursor, the `reasons` filter applied after paging as the AppView does, so a page
-may come back short or empty), `com.atproto.repo.listRecords` (newest record key first) and
+(newest first, each at its post's creation time when that is earlier than its index time, a time
+cursor, the `reasons` filter applied after paging as the AppView does, so a page may come back short
+or empty; a post that both replies to the bot and names it is notified once, as a "mention"), `com.atproto.repo.listRecords` (newest record key first) and
 `com.atproto.repo.createRecord` (posts only; the text is checked against the 300-grapheme and
 3,000-byte limits). Every call but createSession needs `Authorization: Bearer <access token>`; an
 expired or revoked one gets 400 ExpiredToken, as a PDS answers. Errors are XRPC's
