@@ -113,12 +113,27 @@ class BotSettings(Section):
     reply_link: bool = True
 
 
+class BlueskySettings(Section):
+    # Bluesky has no 3,200-post reach: this bound keeps a download (100 posts a request) and a training
+    # run the size they have on X, and a few thousand posts already make a model.
+    max_posts_per_user: int = Field(3200, ge=1, le=100_000)
+    cache_dir: Path = Path("state/bluesky-cache")
+    cache_ttl_hours: float = Field(24.0, ge=0)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    max_retries: int = Field(5, ge=0, le=20)
+    rate_limit_max_wait_seconds: float = Field(900.0, ge=0)
+    rate_limit_default_wait_seconds: float = Field(60.0, ge=0)
+    retry_base_wait_seconds: float = Field(1.0, ge=0)
+    retry_max_wait_seconds: float = Field(60.0, ge=0)
+
+
 class Settings(Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
     hub: HubSettings = HubSettings()
     x: XSettings = XSettings()
     bot: BotSettings = BotSettings()
+    bluesky: BlueskySettings = BlueskySettings()
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
