@@ -52,7 +52,6 @@ import json
 import logging
 import operator
 import os
-import re
 import threading
 import time
 import unicodedata
@@ -79,18 +78,19 @@ from atproto_client.exceptions import (
 from atproto_client.models.common import XrpcError
 from atproto_client.request import Request
 
+from bot import mentions
 from bot.adapters import Mention
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import BlueskySettings, Settings
 from bot.errors import (
     AccountError,
-    HandleError,
     TransientError,
     UsageError,
     UserError,
     backoff_seconds,
     clip,
-    mask,
+    hide_in_logs,
+    mask_known,
 )
 from bot.files import write_atomically
 from bot.progress import progress as progress_display
@@ -110,6 +110,8 @@ MENTION_REASONS = ("mention", "reply")
 # How far before the cursor each read of mentions looks again (see `BlueskyClient.mentions_since`).
 MENTION_OVERLAP = timedelta(minutes=10)
 POST_COLLECTION = "app.bsky.feed.post"
+# The loggers of the HTTP libraries and the SDK, which may log a token at DEBUG level.
+LIBRARY_LOGGERS = ("httpx", "httpcore", "atproto", "atproto_client", "atproto_core")
 RATE_LIMIT_MARGIN_SECONDS = 0.5  # ratelimit-reset is a whole second: wait a little past it
 
 # Labels on a profile that stop a download. An account that asked not to be shown to logged-out
@@ -117,13 +119,6 @@ RATE_LIMIT_MARGIN_SECONDS = 0.5  # ratelimit-reset is a whole second: wait a lit
 # person's wish is the same.
 NO_UNAUTHENTICATED_LABEL = "!no-unauthenticated"
 TAKEDOWN_LABELS = {"!takedown", "!suspend"}  # what Bluesky's AppView itself treats as taken down
-
-# A handle is a domain name (the atproto handle syntax, lowercased); these top-level domains are never
-# handles ("handle.invalid" is what Bluesky shows for a handle that no longer checks out).
-HANDLE_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
-MAX_HANDLE_LENGTH = 253
-NOT_HANDLE_TLDS = {"alt", "arpa", "example", "internal", "invalid", "local", "localhost", "onion"}
-
 
 # --- errors ----------------------------------------------------------------------------------------
 
@@ -160,12 +155,7 @@ def normalize_handle(text: str) -> str:
 
     This runs before a handle touches a path or a request.
     """
-    handle = re.sub(r"^[@＠]", "", text.strip()).lower() if isinstance(text, str) else ""
-    tld = handle.rsplit(".", 1)[-1]
-    if not HANDLE_RE.fullmatch(handle) or len(handle) > MAX_HANDLE_LENGTH or tld in NOT_HANDLE_TLDS:
-        shown = text if isinstance(text, str) and len(text) <= 60 else f"{str(text)[:60]}…"
-        raise HandleError(f"{shown!r} is not a Bluesky handle (a domain name such as alice.bsky.social)")
-    return handle
+    return mentions.normalize_handle(text, "bluesky")
 
 
 MAX_GRAPHEMES = 300  # Bluesky's limit for a post's text, in grapheme clusters ...
@@ -266,7 +256,7 @@ class BlueskyClient:
         self._sdk: Client | None = None
         self._did: str | None = None
         self._lock = threading.RLock()
-        _hide_in_logs([app_password] if app_password else [])
+        hide_in_logs(LIBRARY_LOGGERS, [app_password] if app_password else [])
 
     @classmethod
     def from_settings(cls, settings: Settings, environ: dict[str, str] | None = None) -> BlueskyClient:
@@ -285,6 +275,13 @@ class BlueskyClient:
         self.close()
 
     # --- the session ----------------------------------------------------------------------------
+
+    network = "bluesky"
+
+    @property
+    def bot_handle(self) -> str:
+        """The bot's own handle, as mentions address it (lowercased, no "@")."""
+        return normalize_handle(self._handle) if self._handle else ""
 
     @property
     def bot_user_id(self) -> str:
@@ -325,7 +322,7 @@ class BlueskyClient:
     def _on_session(self, _event, session) -> None:
         """Called by the SDK with every new pair of tokens (login, refresh): they are masked in the logs
         before any request can carry them."""
-        _hide_in_logs([session.access_jwt, session.refresh_jwt])
+        hide_in_logs(LIBRARY_LOGGERS, [session.access_jwt, session.refresh_jwt])
         self._did = session.did
 
     def _forget_session(self) -> None:
@@ -604,7 +601,7 @@ def _error_text(e: Exception) -> str:
     detail = ""
     if isinstance(content, XrpcError):
         detail = f" {content.error}: {content.message}" if content.message else f" {content.error}"
-    return clip(mask(f"HTTP {_status(e)}{detail}", _SECRET_FILTER.secrets))
+    return clip(mask_known(f"HTTP {_status(e)}{detail}"))
 
 
 def _network_reason(e: Exception) -> str:
@@ -745,40 +742,6 @@ def _mention_from_notification(n, resume: tuple[datetime, str]) -> Mention | Non
                    created_at=_iso(_dig(record, "created_at")) or _iso(n.indexed_at),
                    in_reply_to_user_id=_did_of(parent), in_reply_to_tweet_id=parent,
                    cursor=f"{_iso(moment.isoformat())} {uri}")
-
-
-# --- secrets out of the logs -----------------------------------------------------------------------
-
-
-class _SecretFilter(logging.Filter):
-    """Masks the app password and the session's tokens in records of the HTTP libraries and the SDK."""
-
-    def __init__(self):
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            masked = mask(message, self.secrets)
-            if masked != message:
-                record.msg, record.args = masked, None
-        return True
-
-
-_SECRET_FILTER = _SecretFilter()
-_LIBRARY_LOGGERS = ("httpx", "httpcore", "atproto", "atproto_client", "atproto_core")
-
-
-def _hide_in_logs(values: list[str]) -> None:
-    """Mask these values in every record of the HTTP libraries' and the SDK's loggers (a logger's
-    filters apply only to its own records, so each module's logger gets the filter)."""
-    _SECRET_FILTER.secrets.update(v for v in values if v)
-    names = [name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in _LIBRARY_LOGGERS]
-    for name in names + [__name__]:
-        logger = logging.getLogger(name)
-        if _SECRET_FILTER not in logger.filters:
-            logger.addFilter(_SECRET_FILTER)
 
 
 # --- the per-person cache --------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def demo(
     demo_config = {
         "train": {"base_model": "tiny"},
         "hub": {"backend": "local", "local_dir": str(root / "hub")},
-        "bot": {"source": "local", "state_db": str(root / "bot.sqlite3"), "inbox": str(root / "inbox.jsonl"),
+        "bot": {"sources": ["local"], "state_db": str(root / "bot.sqlite3"), "inbox": str(root / "inbox.jsonl"),
                 "outbox": str(root / "outbox.jsonl"), "archives_dir": str(root / "archives"),
                 "work_dir": str(root / "work")},
     }
@@ -327,7 +327,7 @@ def run(
 ) -> None:
     """Run the bot: poll mentions, train, publish and reply, until SIGTERM or Ctrl-C.
 
-    Mentions come from X (or, with source = "local" in the bot section of the config, from the inbox
+    Mentions come from X (or, with sources = ["local"] in the bot section of the config, from the inbox
     file). State lives in the state database (state_db); a restart resumes every request where it stood.
     """
     from bot.scheduler import Bot

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.errors import ConfigError
 
@@ -94,7 +94,8 @@ class XSettings(Section):
 class BotSettings(Section):
     handle: str = Field("huggingtweets", pattern=r"^[A-Za-z0-9_]{1,15}$")
     mode: Literal["public", "consented", "self"] = "public"
-    source: Literal["x", "local"] = "x"
+    # Where mentions come from: "x", "bluesky" (both at once is fine), or "local" (the offline stand-in).
+    sources: list[Literal["x", "bluesky", "local"]] = Field(default_factory=lambda: ["x"], min_length=1)
     state_db: Path = Path("state/bot.sqlite3")
     inbox: Path = Path("state/inbox.jsonl")
     outbox: Path = Path("state/outbox.jsonl")
@@ -111,6 +112,12 @@ class BotSettings(Section):
     retry_base_seconds: float = Field(30.0, ge=0)
     daily_budget_usd: float = Field(0.0, ge=0)
     reply_link: bool = True
+
+    @model_validator(mode="after")
+    def _one_list_of_sources(self):
+        if len(set(self.sources)) != len(self.sources) or ("local" in self.sources and len(self.sources) > 1):
+            raise ValueError("sources: each network once, and \"local\" alone")
+        return self
 
 
 class BlueskySettings(Section):

@@ -13,6 +13,7 @@ is tried again after `max(backoff_seconds(...), retry_after)`.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Iterable
@@ -163,3 +164,42 @@ def backoff_seconds(attempt: int, base: float, cap: float, jitter: bool = False)
     """
     ceiling = min(cap, base * 2 ** attempt)
     return random.uniform(ceiling / 2, ceiling) if jitter else ceiling
+
+
+class _SecretFilter(logging.Filter):
+    """Masks the secrets it knows in every record of the loggers it is added to."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            masked = mask(message, self.secrets)
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
+
+
+_SECRET_FILTER = _SecretFilter()
+
+
+def hide_in_logs(library_loggers: Iterable[str], values: Iterable[str]) -> None:
+    """Mask `values` (credentials, session tokens) in every record of these libraries' loggers.
+
+    A logger's filters apply only to its own records, so each module's logger of those libraries gets
+    the filter; the HTTP libraries log headers and parameters at DEBUG level.
+    """
+    _SECRET_FILTER.secrets.update(v for v in values if v)
+    prefixes = set(library_loggers)
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in prefixes or name.startswith("bot."):
+            logger = logging.getLogger(name)
+            if _SECRET_FILTER not in logger.filters:
+                logger.addFilter(_SECRET_FILTER)
+
+
+def mask_known(text: str) -> str:
+    """`text` with every secret given to `hide_in_logs` masked (session tokens, which no variable names)."""
+    return mask(text, _SECRET_FILTER.secrets)

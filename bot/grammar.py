@@ -26,11 +26,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.mentions import HANDLE_RE, MAX_HANDLES
+from bot.errors import HandleError
+from bot.mentions import MAX_HANDLES, normalize_handle
 from bot.text import URL_RE
 
 Kind = Literal["train", "help", "opt_out", "opt_in", "invalid", "ignore"]
 
+HANDLE_RULES = {"x": " (1 to 15 letters, digits or _)", "bluesky": " (a domain name, such as alice.bsky.social)"}
 TOKEN_RE = re.compile(r"\S+")
 # Punctuation that may follow a handle or word in a sentence ("@alice, @bob!").
 TRAILING_PUNCT = ".,!?;:)\"'”’…"
@@ -44,16 +46,17 @@ class Command:
 
 
 def parse_mention(text: object, bot_handle: str, author: str = "", reply_to_bot: bool = False,
-                  max_handles: int = MAX_HANDLES) -> Command:
-    """What a mention asks for. `reply_to_bot`: the mention replies to one of the bot's posts."""
+                  max_handles: int = MAX_HANDLES, network: str = "x") -> Command:
+    """What a mention asks for. `reply_to_bot`: the mention replies to one of the bot's posts.
+    `network` ("x" or "bluesky") says what a handle looks like there."""
     try:
         return _parse(str(text) if text is not None else "", bot_handle.lower(), (author or "").lower(),
-                      reply_to_bot, max_handles)
+                      reply_to_bot, max_handles, network)
     except Exception as e:  # parsing must never take the bot down; an odd text is simply not understood
         return Command("invalid", reason=f"could not read this mention ({type(e).__name__})")
 
 
-def _parse(text: str, bot: str, author: str, reply_to_bot: bool, max_handles: int) -> Command:
+def _parse(text: str, bot: str, author: str, reply_to_bot: bool, max_handles: int, network: str) -> Command:
     if author == bot:
         return Command("ignore", reason="the bot's own post")
     # ".@bot" is X's habit for a mention that is not a reply; the dot is not part of the handle.
@@ -91,29 +94,29 @@ def _parse(text: str, bot: str, author: str, reply_to_bot: bool, max_handles: in
             return Command("invalid", reason="cannot tell who is asking")
         return Command("train", (author,))
     if keyword == "train":
-        return _train(words[1:], lead_handles, max_handles)
+        return _train(words[1:], lead_handles, max_handles, network)
     if reply_to_bot or in_passing:
         return Command("ignore", reason="no command")
     if lead_handles and not words:
-        return _train([], lead_handles, max_handles)
+        return _train([], lead_handles, max_handles, network)
     if lead_handles or any(w.startswith("@") for w in words):
-        return _train(words, lead_handles, max_handles)
+        return _train(words, lead_handles, max_handles, network)
     return Command("invalid", reason="no command")
 
 
-def _train(words: list[str], lead_handles: list[str], max_handles: int) -> Command:
+def _train(words: list[str], lead_handles: list[str], max_handles: int, network: str) -> Command:
     candidates = [w for w in words if w.startswith(("@", "＠"))]
     if not candidates and not lead_handles:
         # "train alice bob": bare words after "train" are taken as handles.
         candidates = words
     handles: list[str] = []
     for raw in [*lead_handles, *candidates]:
-        match = HANDLE_RE.fullmatch(raw.lstrip("＠"))
-        if not match:
+        try:
+            handle = normalize_handle(raw.lstrip("＠"), network)
+        except HandleError:
             # The text is not repeated back: a reply that echoed it would let anyone make the bot say
             # anything, or ping anyone.
-            return Command("invalid", reason="one of the names is not a handle (1 to 15 letters, digits or _)")
-        handle = match.group(1).lower()
+            return Command("invalid", reason="one of the names is not a handle" + HANDLE_RULES[network])
         if handle not in handles:
             handles.append(handle)
     if not handles:

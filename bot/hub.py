@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bot.adapters import Progress, PublishResult
 from bot.errors import UserError, backoff_seconds, clip
 from bot.facts import COUNT_ROWS, FILE_NAME, RunFacts
-from bot.mentions import normalize_handle
+from bot.mentions import name_part
 from bot.text import join_words
 
 if TYPE_CHECKING:
@@ -125,10 +125,10 @@ def require_write_access(settings: Settings) -> None:
 
 
 def find_repos_for(handle: str, settings: Settings) -> list[str]:
-    """The organisation's repos whose name has `handle` as one of its '-'-separated parts, sorted."""
-    handle = normalize_handle(handle)
-    found = _backend(settings).list_repos(containing=handle)
-    return sorted(r for r in found if handle in r.split("/", 1)[1].lower().split("-"))
+    """The organisation's repos whose name has `handle` (its name part) as one of its '-'-separated parts."""
+    part = name_part(handle)
+    found = _backend(settings).list_repos(containing=part)
+    return sorted(r for r in found if part in r.split("/", 1)[1].lower().split("-"))
 
 
 def delete_repos(repo_ids: list[str], settings: Settings, progress: Progress | None = None) -> None:

@@ -1,9 +1,18 @@
-"""Handles and model names; later, parsing a mention into a request.
+"""Handles on the networks the bot reads, and the model names made from them.
 
-    >>> normalize_handle("@Alice_1")
+    >>> normalize_handle("@Alice_1")                     # X: 1 to 15 letters, digits or _
     'alice_1'
+    >>> normalize_handle("@Alice.bsky.social")           # Bluesky: a domain name
+    'alice.bsky.social'
     >>> model_name(["Bob", "@alice"])
     'alice-bob'
+    >>> model_name(["my-name.bsky.social", "zed.bsky.social"])
+    'my_name.bsky.social-zed.bsky.social'
+
+A model's name is its people's handles, sorted and joined by "-". X handles have letters, digits and
+"_" only. A Bluesky handle is a domain: it always has a dot, which an X handle never has, so the two
+networks' names never collide; its "-" become "_" (a domain never holds "_"), so a name splits back
+into its handles at each "-" and `huggingtweets delete` matches whole handles, never a part of one.
 """
 
 from __future__ import annotations
@@ -13,20 +22,42 @@ from collections.abc import Iterable
 
 from bot.errors import HandleError
 
-HANDLE_RE = re.compile(r"@?([A-Za-z0-9_]{1,15})")
+HANDLE_RE = re.compile(r"@?([A-Za-z0-9_]{1,15})")  # an X handle
+# A Bluesky handle: a domain name (the atproto handle syntax), lowercased. These top-level domains are
+# never handles ("handle.invalid" is what Bluesky shows for a handle that no longer checks out).
+BLUESKY_HANDLE_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+MAX_BLUESKY_HANDLE_LENGTH = 253
+NOT_HANDLE_TLDS = {"alt", "arpa", "example", "internal", "invalid", "local", "localhost", "onion"}
 MAX_HANDLES = 3
+MAX_NAME_LENGTH = 96  # the Hub's longest repo name
 
 
-def normalize_handle(text: str) -> str:
-    """An X handle, lowercased and without '@'. Raises HandleError for anything else.
+def network_of(handle: str) -> str:
+    """"bluesky" for a domain handle, "x" otherwise."""
+    return "bluesky" if "." in handle else "x"
 
-    This runs before a handle touches a path, a URL or a repo id.
+
+def normalize_handle(text: str, network: str | None = None) -> str:
+    """A handle, lowercased and without '@'. Raises HandleError for anything else.
+
+    `network` ("x" or "bluesky") says which kind is expected; None takes either, by its shape. This runs
+    before a handle touches a path, a URL or a repo id.
     """
-    match = HANDLE_RE.fullmatch(text) if isinstance(text, str) else None
-    if not match:
-        shown = text if isinstance(text, str) and len(text) <= 40 else f"{str(text)[:40]}…"
-        raise HandleError(f"{shown!r} is not an X handle (1 to 15 letters, digits or _, optional leading @)")
-    return match.group(1).lower()
+    raw = text if isinstance(text, str) else ""
+    wanted = network or ("bluesky" if "." in raw else "x")
+    if wanted == "bluesky":
+        handle = re.sub(r"^[@＠]", "", raw).lower()
+        tld = handle.rsplit(".", 1)[-1]
+        if BLUESKY_HANDLE_RE.fullmatch(handle) and len(handle) <= MAX_BLUESKY_HANDLE_LENGTH and tld not in NOT_HANDLE_TLDS:
+            return handle
+        problem = "is not a Bluesky handle (a domain name such as alice.bsky.social)"
+    else:
+        match = HANDLE_RE.fullmatch(raw)
+        if match:
+            return match.group(1).lower()
+        problem = "is not an X handle (1 to 15 letters, digits or _, optional leading @)"
+    shown = text if isinstance(text, str) and len(text) <= 40 else f"{str(text)[:40]}…"
+    raise HandleError(f"{shown!r} {problem}")
 
 
 def normalize_handles(handles: Iterable[str], max_handles: int = MAX_HANDLES) -> list[str]:
@@ -43,6 +74,16 @@ def normalize_handles(handles: Iterable[str], max_handles: int = MAX_HANDLES) ->
     return result
 
 
+def name_part(handle: str) -> str:
+    """The part of a model's name that stands for one handle."""
+    handle = normalize_handle(handle)
+    return handle.replace("-", "_") if network_of(handle) == "bluesky" else handle
+
+
 def model_name(handles: Iterable[str]) -> str:
-    """The repo name: the sorted, lowercased handles joined by '-'."""
-    return "-".join(sorted(normalize_handles(handles)))
+    """The repo name: the handles' name parts, sorted, joined by '-'."""
+    name = "-".join(sorted(name_part(h) for h in normalize_handles(handles)))
+    if len(name) > MAX_NAME_LENGTH:
+        raise HandleError(f"these handles make a model name of {len(name)} characters; the Hub takes "
+                          f"{MAX_NAME_LENGTH} at most (ask for fewer people)")
+    return name

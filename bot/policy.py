@@ -13,20 +13,22 @@ Protected and opted-out accounts are never modelled, in any mode.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from bot import replies
 from bot.config import Settings
+from bot.errors import HandleError
 from bot.grammar import parse_mention
+from bot.mentions import model_name, normalize_handle
 from bot.store import NewRequest, Store
 
 DAY = 86400.0
-AUTHOR_RE = re.compile(r"[a-z0-9_]{1,15}")  # an author's handle as a source gives it: lowercased, no "@"
 
 
-def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = None) -> NewRequest:
-    """What to do with one mention. Never raises for anything the mention says.
+def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = None, network: str = "x",
+           bot_handle: str | None = None) -> NewRequest:
+    """What to do with one mention from `network` ("x", "bluesky" or "local", which reads like X), where
+    the bot is `bot_handle` (default: `[bot] handle`). Never raises for anything the mention says.
 
     Pure: it reads the store (consents, quotas, recent models, the queue) and changes nothing. A change
     of consent ("opt in", "opt out") is part of the returned request (`consent`), and the store applies it
@@ -34,10 +36,12 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     """
     requester = (getattr(mention, "author_username", "") or "").lower()
     reply_to_bot = bool(bot_user_id) and str(getattr(mention, "in_reply_to_user_id", "") or "") == str(bot_user_id)
-    command = parse_mention(mention.text, settings.bot.handle, requester, reply_to_bot, settings.data.max_handles)
+    handles_of = "bluesky" if network == "bluesky" else "x"
+    command = parse_mention(mention.text, bot_handle or settings.bot.handle, requester, reply_to_bot,
+                            settings.data.max_handles, handles_of)
     base = dict(mention_id=str(mention.id), requester=requester or "?", text=str(mention.text)[:2000],
                 kind=command.kind, handles=command.handles, requester_id=getattr(mention, "author_id", None),
-                mention_created_at=getattr(mention, "created_at", None))
+                mention_created_at=getattr(mention, "created_at", None), source=network)
 
     def ignore(reason: str) -> NewRequest:
         return NewRequest(**base, state="ignored", reason=reason)
@@ -47,7 +51,7 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
 
     if command.kind == "ignore":
         return ignore(command.reason)
-    if not AUTHOR_RE.fullmatch(requester):  # a source that gave no usable author: nobody to answer or model
+    if not _is_handle(requester, handles_of):  # a source that gave no usable author: nobody to answer or model
         return ignore("the author is not a handle")
     age = _age_seconds(getattr(mention, "created_at", None), store.clock())
     if age is not None and age > settings.bot.max_mention_age_hours * 3600:
@@ -78,7 +82,10 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     if quota and store.requests_since(requester, store.clock() - DAY) >= quota:
         return reject("quota", replies.failure("quota", detail=str(quota)))
 
-    repo = f"{settings.hub.organization}/{'-'.join(sorted(handles))}"
+    try:
+        repo = f"{settings.hub.organization}/{model_name(handles)}"
+    except HandleError as e:  # handles too long, together, for one repo name
+        return reject("name too long", replies.failure("unreadable", detail=str(e).split(" (")[0]))
     reused = store.recent_publication(repo, settings.bot.reuse_days * DAY)
     if reused:
         url, sample = reused
@@ -88,6 +95,14 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     if store.queue_length() >= settings.bot.max_queue:
         return reject("queue full", replies.QUEUE_FULL)
     return NewRequest(**{**base, "repo": repo}, state="queued")
+
+
+def _is_handle(author: str, network: str) -> bool:
+    """Whether a source gave the author as a handle of its network: lowercased, no "@"."""
+    try:
+        return normalize_handle(author, network) == author
+    except HandleError:
+        return False
 
 
 def _age_seconds(created_at: str | None, now: float) -> float | None:

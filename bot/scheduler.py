@@ -44,16 +44,22 @@ log = logging.getLogger("huggingtweets.bot")
 RETRY_MAX_SECONDS = 3600.0
 # The bot account's OAuth 1.0a credentials: reading mentions and posting replies need them.
 USER_CONTEXT_ENV = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
+BLUESKY_ENV = ("BLUESKY_HANDLE", "BLUESKY_APP_PASSWORD")
 # How long to wait before asking an executor again when it could not take a job.
 BUSY_WAIT_SECONDS = 2.0
 
 
-def make_source(settings: Settings) -> Source:
-    """The adapter for the network the bot listens on: X through its API, or the local stand-in."""
-    if settings.bot.source == "local":
+def make_source(settings: Settings, name: str) -> Source:
+    """The adapter for a network the bot listens on: X or Bluesky through their APIs, or the local stand-in.
+    (Imported when used: each client library takes a second or two to import.)"""
+    if name == "local":
         from bot.local import LocalX
 
         return LocalX.from_settings(settings)
+    if name == "bluesky":
+        from bot.bluesky import BlueskyClient
+
+        return BlueskyClient.from_settings(settings)
     from bot.x import XClient
 
     return XClient.from_settings(settings)
@@ -64,11 +70,15 @@ def make_executor(settings: Settings) -> Executor:
 
 
 class Bot:
-    def __init__(self, settings: Settings, source: Source | None = None, store: Store | None = None,
-                 executor: Executor | None = None):
+    def __init__(self, settings: Settings, sources: dict[str, Source] | None = None, store: Store | None = None,
+                 executor: Executor | None = None, source: Source | None = None):
+        """`sources` by network name (default: made from `[bot] sources`); `source`: the one source, when
+        there is one (the demo's local stand-in)."""
         self.settings = settings
         self.store = store or Store(settings.bot.state_db)
-        self.source = source if source is not None else make_source(settings)
+        if source is not None:
+            sources = {settings.bot.sources[0]: source}
+        self.sources = sources or {name: make_source(settings, name) for name in settings.bot.sources}
         self.executor = executor or make_executor(settings)
         self.stopping = threading.Event()
         self._metering = threading.Lock()
@@ -76,15 +86,25 @@ class Bot:
 
     # --- mentions in ----------------------------------------------------------------------------
 
-    def poll(self) -> list[Request]:
-        """Read new mentions and store each with its decision; the cursor moves in the same transaction."""
-        with self.metered(None):
-            mentions = self.source.mentions_since(self.store.cursor("mentions"))
+    def poll(self, network: str) -> list[Request]:
+        """Read new mentions on one network and store each with its decision; the network's cursor moves in
+        the same transaction."""
+        source = self.sources[network]
+        cursor = "mentions" if network in ("x", "local") else f"mentions:{network}"
+        with self.metered(None, network):
+            mentions = source.mentions_since(self.store.cursor(cursor))
         if not mentions:
             return []
-        bot_id = getattr(self.source, "bot_user_id", None)
-        return self.store.ingest(mentions, lambda m: decide(m, self.settings, self.store, bot_id),
-                                 cursor_value=mentions[-1].resume_from)
+        bot_id = getattr(source, "bot_user_id", None)
+        bot_handle = getattr(source, "bot_handle", None) if network == "bluesky" else None
+        return self.store.ingest(mentions, lambda m: decide(m, self.settings, self.store, bot_id, network, bot_handle),
+                                 cursor_name=cursor, cursor_value=mentions[-1].resume_from)
+
+    def source_of(self, r: Request) -> Source:
+        try:
+            return self.sources[r.source]
+        except KeyError:
+            raise UsageError(f"request {r.id} came from {r.source}, which is not in [bot] sources") from None
 
     # --- work -----------------------------------------------------------------------------------
 
@@ -110,7 +130,7 @@ class Bot:
     def advance(self, r: Request) -> None:
         """Move one request one step further, or record why it cannot move."""
         try:
-            with self.metered(r.id):
+            with self.metered(r.id, r.source):
                 self._advance(r)
         except Exception as e:  # noqa: BLE001 - every failure is either retried or answered
             self.failed_attempt(r, e)
@@ -129,13 +149,13 @@ class Bot:
             self.publish(r)
 
     @contextmanager
-    def metered(self, request_id: int | None) -> Iterator[None]:
-        """Record what the source billed for while this block ran, against the request (None: polling).
+    def metered(self, request_id: int | None, network: str) -> Iterator[None]:
+        """Record what `network` billed for while this block ran, against the request (None: polling).
 
         One metered block at a time: the poll and the work run in different threads, and each must be
         charged only for its own reads.
         """
-        usage = getattr(self.source, "usage", None)
+        usage = getattr(self.sources.get(network), "usage", None)
         if usage is None:  # a source that costs nothing
             yield
             return
@@ -145,21 +165,21 @@ class Bot:
                 yield
             finally:
                 try:
-                    self.store.add_spend(request_id, self.source.network, priced(usage - before, self.prices))
+                    self.store.add_spend(request_id, network, priced(usage - before, self.prices(network)))
                 except StoreError as e:
                     log.warning("spend not recorded: %s", e)
 
-    @property
-    def prices(self) -> XPrices:
-        return self.settings.x.prices if getattr(self.source, "network", None) == "x" else FREE
+    def prices(self, network: str) -> XPrices:
+        """What each kind of use costs on `network`: X's published prices; Bluesky is free to read."""
+        return self.settings.x.prices if network == "x" else FREE
 
     def check_budget(self, r: Request) -> None:
         """Refuse a download that could take today's spend past `[bot] daily_budget_usd`."""
         budget = self.settings.bot.daily_budget_usd
-        estimate = getattr(self.source, "download_estimate", None)
+        estimate = getattr(self.source_of(r), "download_estimate", None)
         if not budget or estimate is None:
             return
-        worst = sum(cost for _, _, cost in priced(estimate(list(r.handles)), self.prices))
+        worst = sum(cost for _, _, cost in priced(estimate(list(r.handles)), self.prices(r.source)))
         today = self.store.spend_since(_start_of_utc_day(self.store.clock()))
         if worst and today + worst > budget:
             raise OverBudget(f"today's spend ${today:.2f} plus this download (up to ${worst:.2f}) would pass "
@@ -191,7 +211,7 @@ class Bot:
         from bot.dataset import build_dataset
 
         self.check_budget(r)
-        archives = self.source.download_archives(list(r.handles))
+        archives = self.source_of(r).download_archives(list(r.handles))
         dataset = build_dataset(archives, self.settings.data)
         job.prepare(self.request_dir(r), dataset, job.TrainJob.from_settings(self.settings, dataset.name))
         kept = sum(u.counts.kept for u in dataset.users)
@@ -248,21 +268,21 @@ class Bot:
 
     def send_reply(self, r: Request) -> bool:
         """Exactly one reply per mention, across crashes. False when it failed and waits for a retry."""
-        with self.metered(r.id):
+        with self.metered(r.id, r.source):
             return self._send_reply(r)
 
     def _send_reply(self, r: Request) -> bool:
         try:
             if r.reply_status == "sending":
                 # A reply may have gone out just before a crash: look before posting again.
-                already = self.source.recent_replies().get(r.mention_id)
+                already = self.source_of(r).recent_replies().get(r.mention_id)
                 if already:
                     log.info("request %d: reply %s was already sent", r.id, already)
                     self.store.mark_sent(r.id, already)
                     return True
             self.store.mark_sending(r.id)
             failpoint("before_reply")
-            reply_id = self.source.reply(r.mention_id, reply_text(r))
+            reply_id = self.source_of(r).reply(r.mention_id, reply_text(r))
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
             return True
@@ -302,18 +322,20 @@ class Bot:
             self.stopping.wait(0.5)
 
     def poll_and_log(self) -> None:
-        try:
-            new = self.poll()
-            if new:
-                log.info("poll: %d new mention%s", len(new), "s" if len(new) != 1 else "")
-        except Exception as e:  # noqa: BLE001 - X down or rate-limited: the next poll tries again
-            log.warning("poll failed: %s", clip(str(e)))
+        """Read every network's mentions; one that is down or rate-limited does not hold up the others."""
+        for network in self.sources:
+            try:
+                new = self.poll(network)
+                if new:
+                    log.info("poll: %d new mention%s on %s", len(new), "s" if len(new) != 1 else "", network)
+            except Exception as e:  # noqa: BLE001 - the next poll tries again
+                log.warning("poll failed on %s: %s", network, clip(str(e)))
 
     def check_credentials(self) -> None:
         """Stop at start, with one clear line, on what no retry can fix: a credential that is not set."""
-        missing = []
-        if self.settings.bot.source == "x":
-            missing += [name for name in USER_CONTEXT_ENV if not os.environ.get(name)]
+        needed = {"x": USER_CONTEXT_ENV, "bluesky": BLUESKY_ENV}
+        missing = [name for network in self.settings.bot.sources for name in needed.get(network, ())
+                   if not os.environ.get(name)]
         if self.settings.hub.backend == "hub":
             from huggingface_hub import get_token
 
@@ -321,7 +343,7 @@ class Bot:
                 missing.append("HF_TOKEN")
         if missing:
             raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the bot needs "
-                             "X user credentials to read mentions and reply, and a Hub token to publish")
+                             "its account's credentials on each network in [bot] sources, and a Hub token to publish")
 
     def run(self, once: bool = False) -> None:
         """Poll and work until SIGTERM/SIGINT (or, with `once`, until nothing is left to do now)."""
@@ -354,8 +376,8 @@ class Bot:
                           id="poll", next_run_time=_now())
         scheduler.add_job(self.drain, "interval", seconds=2, id="work", next_run_time=_now())
         scheduler.start()
-        log.info("running: @%s, mode %s, source %s", self.settings.bot.handle, self.settings.bot.mode,
-                 self.settings.bot.source)
+        log.info("running: @%s, mode %s, sources %s", self.settings.bot.handle, self.settings.bot.mode,
+                 ", ".join(self.sources))
         while not self.stopping.wait(0.5):
             pass
         scheduler.shutdown(wait=True)

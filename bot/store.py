@@ -123,6 +123,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX spend_by_time ON spend(at);
     CREATE INDEX spend_by_request ON spend(request_id)
     """,
+    # 5: the network a request came from, and is answered on
+    """
+    ALTER TABLE requests ADD COLUMN source TEXT NOT NULL DEFAULT 'x'
+    """,
 ]
 
 
@@ -161,6 +165,7 @@ class Request:
     job_id: str | None = None  # the training job under way, while in "training"
     executor: str | None = None  # where the job runs: "local", "celery", "hf-jobs"
     job_started_at: float | None = None
+    source: str = "x"  # the network the mention came from: "x", "bluesky" or "local"
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Request:
@@ -187,6 +192,7 @@ class NewRequest:
     requester_id: str | None = None
     mention_created_at: str | None = None
     consent: str | None = None  # "in" or "out": the requester's own change of consent, stored with the request
+    source: str = "x"
 
 
 class Store:
@@ -305,11 +311,11 @@ class Store:
         reply_status = "pending" if new.reply_text else "none"
         cur = db.execute(
             "INSERT INTO requests (mention_id, requester, requester_id, text, kind, handles, repo, state, reason,"
-            " model_url, sample, reply_text, reply_status, mention_created_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " model_url, sample, reply_text, reply_status, mention_created_at, created_at, updated_at, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (str(new.mention_id), new.requester, new.requester_id, new.text, new.kind, json.dumps(list(new.handles)),
              new.repo, new.state, new.reason, new.model_url, new.sample, new.reply_text, reply_status,
-             new.mention_created_at, now, now))
+             new.mention_created_at, now, now, new.source))
         rid = cur.lastrowid
         if new.consent:
             self._set_consent(db, new.requester, new.consent)

@@ -49,7 +49,7 @@ import tweepy
 from bot.adapters import Mention, Usage, XUser
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import Settings, XSettings
-from bot.errors import AccountError, TransientError, UsageError, UserError, backoff_seconds, clip, mask
+from bot.errors import AccountError, TransientError, UsageError, UserError, backoff_seconds, clip, hide_in_logs
 from bot.files import write_atomically
 from bot.mentions import normalize_handle
 from bot.progress import progress as progress_display
@@ -72,6 +72,8 @@ MENTION_FIELDS = ["created_at", "author_id", "in_reply_to_user_id", "referenced_
 READ_ENV = "X_BEARER_TOKEN"
 USER_CONTEXT_ENV = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
 BASE_URL_ENV = "X_API_BASE_URL"
+# The loggers of the HTTP libraries: tweepy logs the bearer header and oauthlib the OAuth parameters at DEBUG level.
+LIBRARY_LOGGERS = ("tweepy", "oauthlib", "requests_oauthlib", "urllib3", "requests")
 
 # --- errors ----------------------------------------------------------------------------------------
 
@@ -292,7 +294,7 @@ class XClient:
                                     access_token=access_token, access_token_secret=access_token_secret,
                                     return_type=dict, wait_on_rate_limit=False)
         self.client.session = XSession(_check_base_url(base_url), self.config.request_timeout_seconds)
-        _hide_in_logs([v for v in (bearer_token, api_key, api_secret, access_token, access_token_secret) if v])
+        hide_in_logs(LIBRARY_LOGGERS, [v for v in (bearer_token, api_key, api_secret, access_token, access_token_secret) if v])
         self.network = "x"
         self.usage = Usage()
         self._lock = threading.Lock()
@@ -337,7 +339,7 @@ class XClient:
     def get_user(self, handle: str) -> XUser:
         """The account behind `handle`. Raises UnknownUserError or SuspendedUserError; a protected
         account is returned (with `protected=True`): it is `download_timeline` that refuses it."""
-        handle = normalize_handle(handle)
+        handle = normalize_handle(handle, "x")
         body = self._call(f"looking up @{handle}", self.client.get_user, username=handle,
                           user_fields=USER_FIELDS, user_auth=self._read_user_auth())
         data = body.get("data")
@@ -611,41 +613,6 @@ def _check_base_url(url: str | None) -> str | None:
     return url
 
 
-# --- secrets out of the logs -----------------------------------------------------------------------
-
-
-class _SecretFilter(logging.Filter):
-    """Masks credentials in records of the HTTP libraries: tweepy logs the bearer header and oauthlib
-    the OAuth parameters at DEBUG level."""
-
-    def __init__(self):
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            masked = mask(message, self.secrets)
-            if masked != message:
-                record.msg, record.args = masked, None
-        return True
-
-
-_SECRET_FILTER = _SecretFilter()
-_LIBRARY_LOGGERS = ("tweepy", "oauthlib", "requests_oauthlib", "urllib3", "requests")
-
-
-def _hide_in_logs(values: list[str]) -> None:
-    """Mask these values in every record of the HTTP libraries' loggers (a logger's filters apply only
-    to its own records, so each module's logger gets the filter)."""
-    _SECRET_FILTER.secrets.update(values)
-    names = [name for name in list(logging.root.manager.loggerDict) if name.split(".")[0] in _LIBRARY_LOGGERS]
-    for name in names + [__name__]:
-        logger = logging.getLogger(name)
-        if _SECRET_FILTER not in logger.filters:
-            logger.addFilter(_SECRET_FILTER)
-
-
 # --- the per-user cache and archives ----------------------------------------------------------------
 
 
@@ -662,7 +629,7 @@ class TimelineCache:
         self.max_posts = max_posts
 
     def path(self, handle: str) -> Path:
-        return self.folder / f"{normalize_handle(handle)}.jsonl"
+        return self.folder / f"{normalize_handle(handle, 'x')}.jsonl"
 
     def is_fresh(self, handle: str) -> bool:
         sidecar = user_sidecar(self.path(handle))  # written last: its time is the time of the download
@@ -716,7 +683,7 @@ def download_archives(handles: list[str], settings: Settings, *, client: XClient
     (posts and users read) go to stderr, or to `console` (a rich Console: pass the caller's own so
     its status line and this bar share the screen).
     """
-    handles = [normalize_handle(h) for h in handles]
+    handles = [normalize_handle(h, "x") for h in handles]
     x = client or XClient.from_settings(settings)
     cache = TimelineCache(settings.x.cache_dir, settings.x.cache_ttl_hours, settings.x.max_tweets_per_user)
     stale = [h for h in handles if not cache.is_fresh(h)]

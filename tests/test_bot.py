@@ -43,7 +43,7 @@ class BotRunner:
 
     def write_config(self, x: dict | None = None, **bot) -> None:
         """The bot's config: the tiny model, loopback-friendly retries, and these [bot] (and [x]) settings."""
-        bot_section = {"source": "x", "state_db": str(self.tmp / "bot.sqlite3"), "work_dir": str(self.tmp / "work"),
+        bot_section = {"sources": ["x"], "state_db": str(self.tmp / "bot.sqlite3"), "work_dir": str(self.tmp / "work"),
                        "quota_per_day": 2, "max_attempts": 2, **bot}
         sections = {"train": {"base_model": "tiny", "epochs": 1, "num_samples": 3},
                     "x": {"cache_dir": str(self.tmp / "x-cache"), "max_retries": 1, **(x or {})},

@@ -229,10 +229,17 @@ def test_unknown_command():
     assert "No such command 'bogus'" in assert_one_line_error(huggingtweets("bogus"), 2)
 
 
-@pytest.mark.parametrize("handle", ["../etc", "https://x.com/alice", "a" * 16, "ａlice"])
-def test_bad_handle(handle, sample_archive):
+X_RULE = "is not an X handle (1 to 15 letters, digits or _, optional leading @)"
+BLUESKY_RULE = "is not a Bluesky handle (a domain name such as alice.bsky.social)"
+
+
+@pytest.mark.parametrize("handle, rule", [("a" * 16, X_RULE), ("ａlice", X_RULE), ("al ice", X_RULE),
+                                          ("../etc", BLUESKY_RULE), ("https://x.com/alice", BLUESKY_RULE),
+                                          ("alice.invalid", BLUESKY_RULE), ("a-.bsky.social", BLUESKY_RULE)])
+def test_bad_handle(handle, rule, sample_archive):
+    """A handle with a dot is read as a Bluesky handle, anything else as an X handle; each says its rule."""
     message = assert_one_line_error(huggingtweets("dataset", handle, "--archive", sample_archive), 2)
-    assert message.endswith("is not an X handle (1 to 15 letters, digits or _, optional leading @)")
+    assert message == f"{handle!r} {rule}"
 
 
 def test_too_many_handles(sample_archive):

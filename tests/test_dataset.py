@@ -440,8 +440,25 @@ def test_valid_handles(text, handle):
     None,
 ])
 def test_invalid_handles_are_refused(text):
-    with pytest.raises(HandleError, match="is not an X handle"):
+    with pytest.raises(HandleError, match="is not an? (X|Bluesky) handle"):
         normalize_handle(text)
+
+
+@pytest.mark.parametrize("text", ["alice..bsky.social", "-alice.bsky.social", "alice.bsky.social.", "handle.invalid",
+                                  "alice_1.bsky.social", "a" * 250 + ".social", "alice.bsky.social/../x", "alice.bsky.1"])
+def test_invalid_bluesky_handles_are_refused(text):
+    with pytest.raises(HandleError, match="is not a Bluesky handle"):
+        normalize_handle(text, "bluesky")
+
+
+def test_model_names_of_both_networks_split_back_into_their_handles_and_never_collide():
+    assert normalize_handle("@Alice.BSKY.social") == "alice.bsky.social"
+    name = model_name(["my-name.bsky.social", "bob", "zed.example.com"])
+    assert name == "bob-my_name.bsky.social-zed.example.com"
+    assert name.split("-") == ["bob", "my_name.bsky.social", "zed.example.com"]  # one part per person
+    assert model_name(["alice"]) != model_name(["alice.bsky.social"])
+    with pytest.raises(HandleError, match="96 at most"):
+        model_name(["a" * 60 + ".bsky.social", "b" * 60 + ".bsky.social"])
 
 
 def test_handles_compare_without_case():

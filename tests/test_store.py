@@ -201,7 +201,7 @@ def test_a_full_disk_while_the_bot_runs_is_one_line_loses_nothing_and_passes(tmp
     disk.mkdir()
     inbox.write_text('{"id": "1", "author_username": "carol", "text": "@huggingtweets help"}\n')
     (tmp_path / "config.toml").write_text(
-        f'[bot]\nsource = "local"\nstate_db = "{disk}/bot.sqlite3"\ninbox = "{inbox}"\npoll_interval_seconds = 1\n'
+        f'[bot]\nsources = ["local"]\nstate_db = "{disk}/bot.sqlite3"\ninbox = "{inbox}"\npoll_interval_seconds = 1\n'
         f'outbox = "{outbox}"\narchives_dir = "{tmp_path}"\nwork_dir = "{tmp_path}/work"\n'
         f'[hub]\nbackend = "local"\nlocal_dir = "{tmp_path}/hub"\n')
     bot = f"{sys.executable} -m bot --config {tmp_path}/config.toml"
