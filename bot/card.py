@@ -29,6 +29,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from markupsafe import Markup
 
 from bot.config import PROJECT_ROOT, Settings
+from bot.stopping import REASONS
 
 TEMPLATE_DIR = PROJECT_ROOT / "cards"
 TEMPLATE = "model_card.md.j2"
@@ -162,8 +163,10 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
         count_rows=rows,
         min_words=settings.data.min_words,
         base_model_text=_base_model_text(facts),
-        epochs_run=facts["epochs_run"],
-        best_epoch=facts["best_epoch"],
+        passes=f"{facts['epochs_run']:g}",
+        steps=f"{facts['steps']:,}",
+        best_step=f"{facts['best_step']:,}",
+        stop_reason=REASONS[facts["stop_reason"]],
         learning_rate=f"{hp['learning_rate']:g}",
         batch_size=hp["batch_size"],
         block_size=hp["block_size"],
@@ -199,4 +202,4 @@ def write_images(folder: str | Path, facts: dict) -> None:
     save_png(predictions_image([accounts[h]["display_name"] for h in facts["handles"]],
                                [accounts[h]["username"] for h in facts["handles"]], facts["prompt"], shown[:3]),
              folder / "predictions.png")
-    save_png(loss_curve_image(facts["step_losses"], facts["history"], facts["best_epoch"]), folder / "loss_curve.png")
+    save_png(loss_curve_image(facts["step_losses"], facts["history"], facts["best_step"]), folder / "loss_curve.png")

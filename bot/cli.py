@@ -220,7 +220,7 @@ def train(
     archive: Archives = None,
     base_model: Annotated[Optional[str], typer.Option("--base-model", metavar="ID|DIR|tiny", help="A Hub id, a local model folder, or 'tiny' (built on this machine; no download). Default: base_model in the train section of the config.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="The model folder to write (default: output_dir in the train section of the config, then the model's name).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", metavar="N", min=1, max=100, help="Passes over the training set (default: from the config).")] = None,
+    max_epochs: Annotated[Optional[int], typer.Option("--max-epochs", metavar="N", min=1, max=100, help="The most passes over the training posts; training stops sooner when the held-out loss stops improving (default: from the config).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Seed for initialisation, shuffling and samples (default: from the config).")] = None,
     push: Annotated[bool, typer.Option("--push", **Flag, help="Publish the folder when it is written (as `huggingtweets publish`).")] = False,
 ) -> None:
@@ -231,21 +231,22 @@ def train(
     Example: huggingtweets train dreamy_kettle --archive bot/samples/sample_archive.zip --base-model tiny
     """
     from bot.job import TrainJob, train_job
+    from bot.stopping import REASONS
     from bot.train import check_out_dir
 
     if out_dir:
         check_out_dir(out_dir)  # before a download, not after
     config = settings(ctx)
     ds = load_dataset(config, handles, archive)
-    overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+    overrides = {k: v for k, v in (("max_epochs", max_epochs), ("seed", seed)) if v is not None}
     if overrides:
         config = config.model_copy(update={"train": config.train.model_copy(update=overrides)})
     folder = out_dir or config.train.output_dir / ds.name
     result = train_job(ds, TrainJob.from_settings(config, ds.name, base_model), folder, progress=True)
     perplexity = f"{result.perplexity:,.2f}" if result.perplexity is not None else "n/a (nothing held out)"
     out.print(f"Model folder: {result.folder}")
-    out.print(f"Validation perplexity: {perplexity} (loss {result.validation_loss}), epoch {result.best_epoch} "
-              f"of {result.epochs_run} kept")
+    out.print(f"Validation perplexity: {perplexity} (loss {result.validation_loss})")
+    out.print(f"Stopped after {result.epochs_run:g} passes because {REASONS[result.stop_reason]}")
     out.print(f"Took {result.timings['total']:.1f} s ({result.timings['train']:.1f} s training, "
               f"{result.tokens_seen:,} tokens)")
     if push:

@@ -42,12 +42,16 @@ class DataSettings(Section):
 class TrainSettings(Section):
     base_model: str = "openai-community/gpt2"
     learning_rate: float = Field(1.372e-4, gt=0, lt=1)
-    epochs: int = Field(1, ge=1, le=100)
-    batch_size: int = Field(1, ge=1, le=1024)
+    max_epochs: int = Field(4, ge=1, le=100)
+    evals_per_epoch: int = Field(4, ge=1, le=100)
+    min_improvement: float = Field(0.02, ge=0, lt=1)
+    patience: int = Field(2, ge=1, le=1000)
+    cooldown_fraction: float = Field(0.2, ge=0, le=1)
+    max_minutes: float = Field(0.0, ge=0)
+    batch_size: int = Field(0, ge=0, le=1024)
     block_size: int = Field(128, ge=16, le=8192)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_fraction: float = Field(0.0, ge=0, lt=1)
-    early_stopping: bool = True
+    warmup_steps: int = Field(0, ge=0)
     seed: int = 42
     prompt: str = Field("My dream is", min_length=1, max_length=200)
     num_samples: int = Field(8, ge=1, le=64)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.errors import UserError
 from bot.files import write_atomically
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FILE_NAME = "run.json"
 
 
@@ -59,29 +59,37 @@ class AccountFacts(_Strict):
 
 
 class Hyperparameters(_Strict):
-    learning_rate: float
+    learning_rate: float  # the peak used: the setting scaled to the model's width
+    learning_rate_setting: float
     schedule: str
-    warmup_fraction: float
-    epochs: int
+    warmup_steps: int
+    max_epochs: int
+    evals_per_epoch: int
+    min_improvement: float
+    patience: int
+    cooldown_fraction: float
+    max_minutes: float
     batch_size: int
     block_size: int
     weight_decay: float
     max_grad_norm: float
-    early_stopping: bool
     dropout: float
     optimizer: str
     precision: str
     compiled: bool
 
 
-class EpochLoss(_Strict):
-    epoch: int
-    train_loss: float
+class Measure(_Strict):
+    """One measure of the held-out loss, after `step` optimiser steps (`epoch` passes)."""
+
+    step: int
+    epoch: float
+    seconds: float = 0.0  # since training began
     validation_loss: float | None = None
 
 
 class RunFacts(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     # Who and what
     name: str  # the repo name: sorted, lowercased handles joined by "-"
     model_id: str  # organisation/name on the Hub
@@ -105,9 +113,12 @@ class RunFacts(_Strict):
     # How it was trained
     hyperparameters: Hyperparameters
     seed: int
-    epochs_run: int
-    best_epoch: int
-    history: list[EpochLoss]
+    epochs_run: float  # passes over the training posts
+    steps: int
+    steps_per_epoch: int
+    best_step: int  # the step whose weights were kept
+    stop_reason: Literal["plateau", "max_epochs", "time_budget", "no_heldout"]  # see bot.stopping
+    history: list[Measure]
     step_losses: list[float]
     train_posts: int
     validation_posts: int

@@ -221,14 +221,14 @@ def predictions_image(display_names: list[str], handles: list[str], prompt: str,
     return img
 
 
-def loss_curve_image(step_losses: list[float], history: list[dict], best_epoch: int) -> Image.Image:
-    """Training loss per step (line) and validation loss per epoch (dots; the kept epoch ringed)."""
+def loss_curve_image(step_losses: list[float], history: list[dict], best_step: int) -> Image.Image:
+    """Training loss per step (line) and held-out loss at each measure (dots; the kept one ringed)."""
     w, h, left, right, top, bottom = 900, 460, 90, 30, 50, 60
     img = Image.new("RGB", (w, h), CARD)
     draw = ImageDraw.Draw(img)
     small, title = font_chain(16), font_chain(20, True)
-    draw_text(draw, (left, 14), "Loss (training per step, validation per epoch)", title, INK)
-    values = [v for v in step_losses] + [e["validation_loss"] for e in history if e.get("validation_loss") is not None]
+    draw_text(draw, (left, 14), "Loss (training per step, validation at each measure)", title, INK)
+    values = [v for v in step_losses] + [m["validation_loss"] for m in history if m.get("validation_loss") is not None]
     if not values:
         return img
     lo, hi = min(values), max(values)
@@ -236,7 +236,6 @@ def loss_curve_image(step_losses: list[float], history: list[dict], best_epoch: 
         lo, hi = lo - 0.5, hi + 0.5
     lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
     n = max(1, len(step_losses))
-    steps_per_epoch = n / max(1, len(history))
 
     def xy(step: float, value: float) -> tuple[float, float]:
         return (left + (w - left - right) * step / n, top + (h - top - bottom) * (hi - value) / (hi - lo))
@@ -247,18 +246,19 @@ def loss_curve_image(step_losses: list[float], history: list[dict], best_epoch: 
         draw.line((left, y, w - right, y), fill=(236, 236, 236))
         draw_text(draw, (12, y - 9), f"{value:.2f}", small, MUTED)
     draw.rectangle((left, top, w - right, h - bottom), outline=(200, 200, 200))
-    for e in history:  # epoch boundaries
-        x = xy(e["epoch"] * steps_per_epoch, lo)[0]
+    passes = [m for m in history if float(m["epoch"]).is_integer()]
+    for m in passes:  # ends of passes
+        x = xy(m["step"], lo)[0]
         draw.line((x, top, x, h - bottom), fill=(226, 226, 226))
-        draw_text(draw, (x - 40, h - bottom + 10), f"epoch {e['epoch']}", small, MUTED)
+        draw_text(draw, (x - 40, h - bottom + 10), f"pass {int(m['epoch'])}", small, MUTED)
     if len(step_losses) > 1:
         draw.line([xy(i + 1, v) for i, v in enumerate(step_losses)], fill=(66, 110, 200), width=2)
-    for e in history:
-        if e.get("validation_loss") is None:
+    for m in history:
+        if m.get("validation_loss") is None:
             continue
-        x, y = xy(e["epoch"] * steps_per_epoch, e["validation_loss"])
+        x, y = xy(m["step"], m["validation_loss"])
         draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=ACCENT)
-        if e["epoch"] == best_epoch:
+        if m["step"] == best_step:
             draw.ellipse((x - 11, y - 11, x + 11, y + 11), outline=INK, width=2)
     draw_text(draw, (left, h - 26), "training loss", small, (66, 110, 200))
     draw_text(draw, (left + 140, h - 26), "validation loss (ringed: kept)", small, (200, 120, 0))

@@ -13,11 +13,12 @@ The folder holds exactly what goes to `huggingtweets/<name>` on the Hub (see `FO
 the weights, config and generation config, the tokenizer, the card (`README.md`), the predictions
 image, the loss curve and `run.json`, the run's facts (read by the scheduler and the card).
 
-The loop is a plain PyTorch loop in the spirit of nanoGPT: posts separated by the end-of-text token
-are packed into blocks, AdamW with a cosine schedule, a validation pass after each epoch, the best
-epoch kept, early stop when the validation loss gets worse. CUDA when present (bf16 autocast, TF32,
-fused AdamW, PyTorch's SDPA attention, optional torch.compile), CPU otherwise; seeded and
-reproducible on CPU. Why the defaults are one pass of small updates: benchmarks/README.md.
+The loop (`fit`) is a plain PyTorch loop in the spirit of nanoGPT: posts separated by the end-of-text
+token are packed into blocks, AdamW at a steady learning rate, the held-out loss measured a few times
+a pass; `bot.stopping` says when the person's style is learned, and the best weights measured are
+kept. CUDA when present (bf16 autocast, TF32, fused AdamW, PyTorch's SDPA attention, optional
+torch.compile), CPU otherwise; seeded and reproducible on CPU. The model's loss is `bot.gpt2`, the
+card's samples `bot.sampling`. Why these defaults: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -28,19 +29,21 @@ import os
 import platform
 import resource
 import shutil
-import tempfile
 import time
-import unicodedata
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import regex
+import torch
 
 from bot.config import Settings
 from bot.errors import UsageError, UserError
 from bot.facts import RunFacts
+from bot.files import partial_folder, replace_folder
+from bot.gpt2 import IGNORE_INDEX, autocast_for, causal_lm_loss
+from bot.progress import progress as progress_display
+from bot.sampling import pick_samples
+from bot.stopping import StoppingRule
 
 # Everything the folder holds, and nothing else (tests check the exact list).
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors")
@@ -51,7 +54,6 @@ FOLDER_FILES = (*MODEL_FILES, *TOKENIZER_FILES, "README.md", "predictions.png", 
 KNOWN_LICENSES = {"openai-community/gpt2": "mit", "gpt2": "mit", "openai-community/gpt2-medium": "mit",
                   "openai-community/gpt2-large": "mit", "openai-community/gpt2-xl": "mit",
                   "distilbert/distilgpt2": "apache-2.0", "distilgpt2": "apache-2.0"}
-IGNORE_INDEX = -100  # label of padding: no loss there
 
 
 @dataclass
@@ -63,8 +65,9 @@ class TrainResult:
     perplexity: float | None
     samples: list[str]
     best_sample: str | None
-    epochs_run: int
-    best_epoch: int
+    epochs_run: float  # passes over the training posts
+    best_step: int
+    stop_reason: str  # one of bot.stopping.REASONS
     tokens_seen: int
     timings: dict[str, float]
     peak_memory_bytes: int
@@ -151,8 +154,6 @@ def pack(texts: list[str], tokenizer, block_size: int):
     Returns (input_ids, labels), both [blocks, block_size]; the last block is padded, and its
     padding carries the label IGNORE_INDEX so it adds no loss.
     """
-    import torch
-
     eos = tokenizer.eos_token_id
     stream: list[int] = []
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
@@ -176,76 +177,13 @@ def count_targets(labels) -> int:
 
 
 def pick_device(setting: str):
-    import torch
-
     if setting == "cuda" and not torch.cuda.is_available():
         raise UsageError("train.device is 'cuda' but no CUDA device is available")
     return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def causal_lm_loss(model, ids, labels):
-    """Mean next-token loss of `model` on blocks `ids` (targets `labels`, IGNORE_INDEX not counted).
-
-    GPT-2 runs through `_gpt2_loss` below, the same computation written out in a dozen lines as in
-    nanoGPT: it skips the bookkeeping of the library's forward (cache objects, masks, output classes),
-    about a sixth of a small step on CPU (benchmarks/README.md). Other models use their own forward.
-    """
-    if _plain_gpt2(model):
-        return _gpt2_loss(model, ids, labels)
-    return model(input_ids=ids, labels=labels, use_cache=False).loss
-
-
-def _plain_gpt2(model) -> bool:
-    """A GPT-2 with the original's attention and activation, which `_gpt2_loss` reproduces exactly."""
-    c = model.config
-    return (c.model_type == "gpt2" and hasattr(model, "transformer") and c.scale_attn_weights
-            and not c.scale_attn_by_inverse_layer_idx and not c.reorder_and_upcast_attn
-            and not c.add_cross_attention and c.activation_function in ("gelu_new", "gelu_pytorch_tanh"))
-
-
-def _gpt2_loss(model, ids, labels):
-    import torch.nn.functional as F
-
-    t, heads = model.transformer, model.config.n_head
-    batch, length = ids.shape
-
-    def drop(x, module):  # the model's own dropout rates (see set_dropout), only while training
-        return F.dropout(x, module.p, model.training)
-
-    def linear(x, conv):  # GPT-2's Conv1D: x @ W + b, W stored (in, out)
-        return x @ conv.weight + conv.bias
-
-    x = drop(t.wte(ids) + t.wpe.weight[:length], t.drop)
-    for block in t.h:
-        q, k, v = linear(block.ln_1(x), block.attn.c_attn).split(x.shape[-1], dim=2)
-        q, k, v = (z.view(batch, length, heads, -1).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=block.attn.attn_dropout.p if model.training else 0.0)
-        x = x + drop(linear(y.transpose(1, 2).reshape(batch, length, -1), block.attn.c_proj), block.attn.resid_dropout)
-        h = F.gelu(linear(block.ln_2(x), block.mlp.c_fc), approximate="tanh")
-        x = x + drop(linear(h, block.mlp.c_proj), block.mlp.dropout)
-    logits = model.lm_head(t.ln_f(x))
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
-
-
-def autocast_for(device):
-    """bf16 autocast on CUDA (GPT-2 trains stably in bf16; no loss scaling needed); fp32 on CPU."""
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def evaluate(model, ids, labels, batch_size: int, device) -> float:
     """Mean loss per predicted token over all blocks."""
-    import torch
-
     model.eval()
     total, count = torch.zeros((), device=device), 0
     with torch.no_grad(), autocast_for(device):
@@ -264,8 +202,6 @@ def set_dropout(model, p: float) -> None:
     Without dropout, PyTorch's fused attention kernels run in training too, and no random masks are
     drawn: a small step takes about a quarter less time on CPU.
     """
-    import torch
-
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
@@ -273,41 +209,83 @@ def set_dropout(model, p: float) -> None:
 
 @dataclass
 class FitResult:
-    best_epoch: int = 0
+    steps: int = 0
+    steps_per_epoch: int = 0
+    batch_size: int = 1  # blocks per step
+    learning_rate: float = 0.0  # the peak used
+    best_step: int = 0
     best_loss: float | None = None
-    epochs_run: int = 0
+    stop_reason: str = ""
     tokens_seen: int = 0
     step_losses: list[float] = field(default_factory=list)
-    epoch_losses: list[dict] = field(default_factory=list)
+    measures: list[dict] = field(default_factory=list)  # {"step", "epoch", "validation_loss"}
+
+    @property
+    def epochs_run(self) -> float:
+        return round(self.steps / max(1, self.steps_per_epoch), 2)
+
+
+# The learning rate in the settings is for GPT-2's width. A narrower model takes a proportionally
+# larger one: Adam's updates to a layer's weights add up over its width (the muP rule), so one setting
+# suits GPT-2 and the tiny base alike.
+REFERENCE_WIDTH = 768
+
+
+# Blocks per optimiser step when batch_size is 0 ("auto"). On a CPU a step costs in proportion to its
+# tokens, so one block a step gives the most updates for the time. A GPU is idle on one block: there,
+# as many blocks as still leave MIN_STEPS_PER_EPOCH steps a pass (the stopping rule measures a few
+# times a pass), a power of two, at most MAX_AUTO_BATCH.
+MIN_STEPS_PER_EPOCH = 64
+MAX_AUTO_BATCH = 32
+
+
+def blocks_per_step(setting: int, n_blocks: int, device) -> int:
+    """The batch: `setting` when it is not 0, else the rule above."""
+    if setting:
+        return setting
+    if device.type != "cuda":
+        return 1
+    return max(1, min(MAX_AUTO_BATCH, 2 ** int(math.log2(max(1, n_blocks // MIN_STEPS_PER_EPOCH)))))
+
+
+def peak_learning_rate(model, learning_rate: float, batch: int = 1) -> float:
+    """`learning_rate`, set for GPT-2's width and one block a step, scaled to this model and batch.
+
+    Narrower models take it times 768 / their width; a batch of b blocks takes it times sqrt(b), the
+    square-root rule for Adam (the noise of a step's gradient falls as the square root of its size).
+    """
+    width = getattr(model.config, "n_embd", None) or getattr(model.config, "hidden_size", None) or REFERENCE_WIDTH
+    return learning_rate * max(1.0, REFERENCE_WIDTH / width) * math.sqrt(batch)
 
 
 def fit(model, train, validation, settings, device, progress=None) -> FitResult:
-    """Train `model` in place and leave it at the weights of the best epoch.
+    """Train `model` in place until `bot.stopping` says stop, and leave it at the best weights.
 
     `train` and `validation` are (input_ids, labels) pairs from `pack`. `progress`, when given, is a
-    callable `progress(steps_done, description)`.
+    callable `progress(steps_done, total_steps_at_most, description)`.
     """
-    import torch
-
     cfg = settings
     ids, labels = train[0].to(device), train[1].to(device)  # a few MB: the whole set lives on the device
     targets_per_block = (train[1][:, 1:] != IGNORE_INDEX).sum(1)  # counted on the CPU: no GPU sync
-    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = round(cfg.warmup_fraction * total_steps)
+    batch_size = blocks_per_step(cfg.batch_size, len(ids), device)
+    steps_per_epoch = math.ceil(len(ids) / batch_size)
+    rule = StoppingRule(steps_per_epoch, cfg.max_epochs, cfg.evals_per_epoch, cfg.min_improvement, cfg.patience,
+                        cfg.cooldown_fraction, cfg.max_minutes * 60 or None, has_heldout=len(validation[0]) > 0)
     # The fused AdamW updates every tensor in one kernel (CUDA and CPU alike) instead of a loop of small ops.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+    peak = peak_learning_rate(model, cfg.learning_rate, batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay, fused=True)
     set_dropout(model, cfg.dropout)
     loss_fn = torch.compile(causal_lm_loss) if cfg.compile and device.type == "cuda" else causal_lm_loss
     eval_batch = max(1, 4096 // ids.shape[1])  # no gradients: larger batches, fewer passes
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    result, best_state, step = FitResult(), None, 0
+    result = FitResult(steps_per_epoch=steps_per_epoch, batch_size=batch_size, learning_rate=peak)
+    best_state, step, started = None, 0, time.perf_counter()
+    losses: list = []
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        losses = []
-        for batch in torch.randperm(len(ids), generator=shuffle).split(cfg.batch_size):
+    while True:
+        for batch in torch.randperm(len(ids), generator=shuffle).split(batch_size):
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total_steps, cfg.learning_rate, warmup)
+                group["lr"] = peak * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * rule.lr_factor(step)
             on_device = batch.to(device, non_blocking=True)
             with autocast_for(device):
                 loss = loss_fn(model, ids[on_device], labels[on_device])
@@ -319,145 +297,32 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
             result.tokens_seen += int(targets_per_block[batch].sum())
             step += 1
             if progress:
-                progress(step, f"epoch {epoch}/{cfg.epochs}")
-        epoch_train = torch.stack(losses).float().cpu().tolist()
-        result.step_losses += [round(v, 4) for v in epoch_train]
-        result.epochs_run = epoch
-        val = evaluate(model, *validation, eval_batch, device) if len(validation[0]) else None
-        result.epoch_losses.append({"epoch": epoch, "train_loss": round(sum(epoch_train) / len(epoch_train), 4),
+                progress(step, rule.last_step, "cooling down" if rule.cooling else f"pass {step // steps_per_epoch + 1}")
+            if not rule.should_measure(step):
+                continue
+            val = evaluate(model, *validation, eval_batch, device) if rule.has_heldout else None
+            seconds = time.perf_counter() - started
+            result.measures.append({"step": step, "epoch": round(step / steps_per_epoch, 3), "seconds": round(seconds, 3),
                                     "validation_loss": None if val is None else round(val, 4)})
-        if val is None:  # nothing held out: the last epoch is the one kept
-            result.best_epoch = epoch
-        elif result.best_loss is None or val < result.best_loss:
-            result.best_epoch, result.best_loss = epoch, val
-            # Keep a copy unless this is the last epoch (then the model already holds these weights).
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if epoch < cfg.epochs else None
-        elif cfg.early_stopping:
-            break
-    if best_state is not None and result.best_epoch != result.epochs_run:
+            verdict = rule.observe(step, val, seconds)
+            if verdict.is_best and not verdict.stop:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif verdict.is_best:
+                best_state = None  # the model holds these weights already
+            if verdict.restore_best and best_state is not None:
+                model.load_state_dict(best_state)
+            if verdict.stop:
+                break
+        else:
+            continue
+        break
+    result.step_losses = [round(v, 4) for v in torch.stack(losses).float().cpu().tolist()]
+    if best_state is not None and rule.best_step != step:
         model.load_state_dict(best_state)
+    result.steps, result.best_step, result.best_loss, result.stop_reason = step, rule.best_step, rule.best_loss, rule.reason
     if progress:
-        progress(total_steps, "done")
+        progress(step, step, "done")
     return result
-
-
-# --- samples ------------------------------------------------------------------------------------
-
-MENTION_RE = regex.compile(r"([@＠])(?=[A-Za-z0-9_])")
-WORD_JOINER = "\u2060"
-
-
-def neutralise_mentions(text: str) -> str:
-    """Put an invisible word joiner after every '@' that starts a handle: "@alice" reads the same,
-    but X, the Hub and GitHub no longer see a mention, so a model page never pings anyone."""
-    return MENTION_RE.sub(lambda m: m.group(1) + WORD_JOINER, text)
-
-
-# CJK characters count one each (no spaces between words); other words are runs of letters/digits.
-TOKEN_RE = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[\p{L}\p{N}]+")
-NGRAM = 8
-
-
-def _words(text: str) -> list[str]:
-    return TOKEN_RE.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-class MemorisationFilter:
-    """Tells whether a sample repeats a training post.
-
-    Measure: texts are compared as sequences of words (NFKC, case-folded, punctuation, emoji and
-    spacing ignored; each CJK character is a word). A sample is memorised when it shares any run of
-    8 consecutive words with a training post, or, when shorter than that, when all its words appear
-    in a row inside one training post. So verbatim copies, copies with changed punctuation or case,
-    and long copied stretches are all caught.
-    """
-
-    def __init__(self, posts: list[str]):
-        self.ngrams: set[tuple[str, ...]] = set()
-        self.joined: list[str] = []
-        for post in posts:
-            words = _words(post)
-            self.ngrams.update(tuple(words[i:i + NGRAM]) for i in range(len(words) - NGRAM + 1))
-            self.joined.append(" " + " ".join(words) + " ")
-
-    def is_memorised(self, sample: str) -> bool:
-        words = _words(sample)
-        if len(words) >= NGRAM:
-            return any(tuple(words[i:i + NGRAM]) in self.ngrams for i in range(len(words) - NGRAM + 1))
-        needle = " " + " ".join(words) + " "
-        return any(needle in post for post in self.joined)
-
-
-# Control characters, and the replacement character a cut-off multi-byte token decodes to.
-UNPRINTABLE_RE = regex.compile(r"[\p{Cc}\p{Cs}\p{Co}\uFFFD]")
-
-
-def generate_samples(model, tokenizer, prompt: str, n: int, max_new_tokens: int, seed: int, device) -> list[str]:
-    """`n` samples from `prompt` (top-p 0.95), each cut at end-of-text or the first line break."""
-    import torch
-
-    model.eval()
-    prompt_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(seed)
-        prompt_ids = prompt_ids.expand(n, -1)
-        out = model.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids), do_sample=True, top_p=0.95, top_k=0,
-                             max_new_tokens=max_new_tokens, pad_token_id=tokenizer.eos_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-    samples = []
-    for row in out[:, prompt_ids.shape[1]:].tolist():
-        if tokenizer.eos_token_id in row:
-            row = row[:row.index(tokenizer.eos_token_id)]
-        text = (prompt + tokenizer.decode(row, skip_special_tokens=True)).split("\n")[0]
-        samples.append(" ".join(UNPRINTABLE_RE.sub("", text).split()))
-    return samples
-
-
-def sample_scores(model, tokenizer, prompt: str, samples: list[str], device) -> list[float]:
-    """Mean log-probability of each sample's continuation under the model (higher: more typical)."""
-    import torch
-
-    scores = []
-    n_prompt = len(tokenizer(prompt, add_special_tokens=False).input_ids)
-    with torch.no_grad():
-        for s in samples:
-            ids = tokenizer(s, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
-            if ids.shape[1] <= n_prompt:
-                scores.append(float("-inf"))
-                continue
-            logp = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
-            token_logp = logp.gather(1, ids[0, 1:, None])[n_prompt - 1:]
-            scores.append(float(token_logp.mean()))
-    return scores
-
-
-def pick_samples(model, tokenizer, settings, train_posts: list[str], device) -> tuple[list[str], str | None, int]:
-    """Samples to publish, the best one, and how many were dropped as memorised.
-
-    Up to three rounds of generation, until `num_samples` samples pass the memorisation filter. The
-    best sample is the one the model finds most likely among those that add at least three words to
-    the prompt (the widget's example output on the model page).
-    """
-    memo = MemorisationFilter(train_posts)
-    kept: list[str] = []
-    dropped = 0
-    for attempt in range(3):
-        for s in generate_samples(model, tokenizer, settings.prompt, settings.num_samples,
-                                  settings.sample_max_new_tokens, settings.seed + attempt, device):
-            if s in kept or len(kept) >= settings.num_samples:
-                continue
-            if memo.is_memorised(s):
-                dropped += 1
-                continue
-            kept.append(s)
-        if len(kept) >= settings.num_samples:
-            break
-    prompt_words = len(_words(settings.prompt))
-    scores = sample_scores(model, tokenizer, settings.prompt, kept, device)
-    candidates = [(sc, s) for sc, s in zip(scores, kept) if len(_words(s)) >= prompt_words + 3]
-    best = max(candidates, key=lambda c: c[0])[1] if candidates else (kept[0] if kept else None)
-    published = [neutralise_mentions(s) for s in kept]
-    return published, (neutralise_mentions(best) if best else None), dropped
 
 
 # --- the folder ---------------------------------------------------------------------------------
@@ -469,21 +334,9 @@ def check_out_dir(out_dir: Path) -> None:
         raise UsageError(f"{out_dir}: exists and is not an empty folder or an earlier model folder")
 
 
-def _replace_folder(tmp: Path, out_dir: Path) -> None:
-    """Move the finished folder into place, so readers never see half a folder."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out_dir)
-
-
 def versions() -> dict[str, str]:
     import huggingface_hub
     import tokenizers
-    import torch
     import transformers
 
     import bot
@@ -494,8 +347,6 @@ def versions() -> dict[str, str]:
 
 
 def hardware(device) -> dict:
-    import torch
-
     if device.type == "cuda":
         return {"device": "cuda", "name": torch.cuda.get_device_name(device), "count": 1}
     name = platform.machine()
@@ -509,8 +360,6 @@ def hardware(device) -> dict:
 
 def peak_memory(device) -> int:
     """Peak GPU memory allocated on CUDA; the process's peak resident memory on CPU (bytes)."""
-    import torch
-
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     try:  # VmHWM: ru_maxrss would also count a parent's peak carried across fork and exec
@@ -528,7 +377,6 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
     With `progress`, a progress bar is shown on stderr. Raises UserError for a base model that cannot
     be loaded and UsageError for an `out_dir` that holds something else.
     """
-    import torch
     from transformers import GenerationConfig
 
     from bot import card
@@ -561,7 +409,12 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
         raise UserError("no training posts")
     lap("tokenize")
 
-    with _progress_bar(progress, math.ceil(len(train[0]) / cfg.batch_size) * cfg.epochs) as update:
+    with progress_display(show=progress) as display:
+        task = display.add("Training", total=None)
+
+        def update(done: int, most: int, description: str) -> None:
+            display.update(task, completed=done, total=most, description=f"Training: {description}")
+
         fitted = fit(model, train, validation, cfg, device, update)
     lap("train")
 
@@ -570,8 +423,7 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
 
     val_loss = fitted.best_loss
     perplexity = round(math.exp(val_loss), 3) if val_loss is not None else None
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp = partial_folder(out_dir)
     try:
         model.generation_config = GenerationConfig(
             do_sample=True, top_p=0.95, top_k=0, max_new_tokens=cfg.sample_max_new_tokens,
@@ -596,17 +448,24 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
             "samples": samples,
             "best_sample": best_sample,
             "samples_dropped_as_memorised": dropped,
-            "hyperparameters": {"learning_rate": cfg.learning_rate, "schedule": "cosine",
-                                "warmup_fraction": cfg.warmup_fraction, "epochs": cfg.epochs,
-                                "batch_size": cfg.batch_size, "block_size": block_size,
+            "hyperparameters": {"learning_rate": fitted.learning_rate,
+                                "learning_rate_setting": cfg.learning_rate, "schedule": "warmup-stable-decay",
+                                "warmup_steps": cfg.warmup_steps, "max_epochs": cfg.max_epochs,
+                                "evals_per_epoch": cfg.evals_per_epoch, "min_improvement": cfg.min_improvement,
+                                "patience": cfg.patience, "cooldown_fraction": cfg.cooldown_fraction,
+                                "max_minutes": cfg.max_minutes,
+                                "batch_size": fitted.batch_size, "block_size": block_size,
                                 "weight_decay": cfg.weight_decay, "max_grad_norm": cfg.max_grad_norm,
-                                "early_stopping": cfg.early_stopping, "dropout": cfg.dropout, "optimizer": "AdamW",
+                                "dropout": cfg.dropout, "optimizer": "AdamW",
                                 "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
                                 "compiled": bool(cfg.compile and device.type == "cuda")},
             "seed": cfg.seed,
             "epochs_run": fitted.epochs_run,
-            "best_epoch": fitted.best_epoch,
-            "history": fitted.epoch_losses,
+            "steps": fitted.steps,
+            "steps_per_epoch": fitted.steps_per_epoch,
+            "best_step": fitted.best_step,
+            "stop_reason": fitted.stop_reason,
+            "history": fitted.measures,
             "step_losses": fitted.step_losses,
             "train_posts": len(dataset.train),
             "validation_posts": len(dataset.validation),
@@ -627,13 +486,13 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
         card.write_card(tmp, facts, settings)
         RunFacts.parse(facts).save(tmp)
         _check_folder(tmp)
-        _replace_folder(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     timings["total"] = round(time.perf_counter() - started, 3)
     return TrainResult(folder=out_dir, validation_loss=facts["validation_loss"], perplexity=perplexity,
                        samples=samples, best_sample=best_sample, epochs_run=fitted.epochs_run,
-                       best_epoch=fitted.best_epoch, tokens_seen=fitted.tokens_seen, timings=timings,
+                       best_step=fitted.best_step, stop_reason=fitted.stop_reason, tokens_seen=fitted.tokens_seen, timings=timings,
                        peak_memory_bytes=facts["peak_memory_bytes"], facts=facts)
 
 
@@ -649,29 +508,4 @@ def _check_folder(folder: Path) -> None:
         raise RuntimeError(f"model folder is missing {', '.join(missing)}")
 
 
-class _progress_bar:
-    """A rich progress bar on stderr, or nothing; yields `update(steps_done, description)`."""
-
-    def __init__(self, show: bool, total: int):
-        self.show, self.total, self.bar = show, total, None
-
-    def __enter__(self):
-        if not self.show:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("training {task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-        self.bar.start()
-        task = self.bar.add_task("", total=self.total)
-        return lambda done, description: self.bar.update(task, completed=done, description=description)
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.stop()
-        return False
-
-
-__all__ = ["train_model", "TrainResult", "FOLDER_FILES", "MemorisationFilter", "neutralise_mentions",
-           "pack", "fit", "evaluate", "resolve_base_model"]
+__all__ = ["train_model", "TrainResult", "FOLDER_FILES", "pack", "fit", "evaluate", "resolve_base_model"]

@@ -45,7 +45,7 @@ class BotRunner:
         """The bot's config: the tiny model, loopback-friendly retries, and these [bot] (and [x]) settings."""
         bot_section = {"sources": ["x"], "state_db": str(self.tmp / "bot.sqlite3"), "work_dir": str(self.tmp / "work"),
                        "quota_per_day": 2, "max_attempts": 2, **bot}
-        sections = {"train": {"base_model": "tiny", "epochs": 1, "num_samples": 3},
+        sections = {"train": {"base_model": "tiny", "max_epochs": 1, "num_samples": 3},
                     "x": {"cache_dir": str(self.tmp / "x-cache"), "max_retries": 1, **(x or {})},
                     "hub": {"max_retries": 1}, "bot": bot_section}
         self.config.write_text(to_toml(sections), encoding="utf-8")

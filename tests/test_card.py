@@ -32,11 +32,12 @@ def make_facts(**changes) -> dict:
         "samples": ["My dream is a garden full of light", "My dream is to thank @\u2060tea_ghost for the tea"],
         "best_sample": "My dream is a garden full of light", "samples_dropped_as_memorised": 1,
         "hyperparameters": {"learning_rate": 1.372e-4, "batch_size": 8, "block_size": 256, "precision": "fp32"},
-        "seed": 42, "epochs_run": 3, "best_epoch": 2, "tokens_seen": 123456, "train_posts": 320, "validation_posts": 36,
+        "seed": 42, "epochs_run": 2.5, "steps": 30, "steps_per_epoch": 12, "best_step": 24,
+        "stop_reason": "plateau", "tokens_seen": 123456, "train_posts": 320, "validation_posts": 36,
         "validation_tokens": 1026, "hardware": {"device": "cpu", "name": "Test CPU", "threads": 2},
         "durations_s": {"train": 2.5, "total": 5.0},
-        "history": [{"epoch": 1, "train_loss": 4.0, "validation_loss": 3.5}, {"epoch": 2, "train_loss": 3.4, "validation_loss": 3.2},
-                    {"epoch": 3, "train_loss": 3.1, "validation_loss": 3.3}],
+        "history": [{"step": 12, "epoch": 1.0, "validation_loss": 3.5}, {"step": 24, "epoch": 2.0, "validation_loss": 3.2},
+                    {"step": 30, "epoch": 2.5, "validation_loss": 3.3}],
         "step_losses": [4.5 - 0.05 * i for i in range(30)],
     }
     facts.update(changes)
@@ -150,12 +151,11 @@ def test_japanese_user_gets_language_ja(tmp_path, monkeypatch):
     from bot.synthetic import synthetic_tweets, write_export
     from bot.train import train_model
 
-    monkeypatch.setenv("HUGGINGTWEETS_CACHE", str(tmp_path / "cache"))
     archive = write_export(tmp_path / "neko.zip", synthetic_tweets(300, seed=3, japanese_share=1.0),
                            username="neko_desu", display_name="ねこ 🐈")
     dataset = build_dataset({"neko_desu": open_archive(str(archive))})
     assert dataset.languages == ["ja"]
-    result = train_model(dataset, Settings(train=TrainSettings(epochs=1, num_samples=2)), tmp_path / "model",
+    result = train_model(dataset, Settings(train=TrainSettings(max_epochs=1, num_samples=2)), tmp_path / "model",
                          base_model="tiny")
     card = ModelCard.load(result.folder / "README.md")
     assert card.data.language == ["ja"]

@@ -382,9 +382,9 @@ def test_ctrl_c_during_training_says_so_and_leaves_no_half_folder(sample_archive
 
     out = tmp_path / "model"
     config = tmp_path / "long.toml"
-    config.write_text("[train]\nearly_stopping = false\n")  # a long run, to be interrupted
+    config.write_text("[train]\npatience = 1000\n")  # a long run, to be interrupted
     process = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "train", "dreamy_kettle",
-                                "--archive", sample_archive, "--base-model", "tiny", "--epochs", "100", "--out", str(out)],
+                                "--archive", sample_archive, "--base-model", "tiny", "--max-epochs", "100", "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                                env=os.environ | {"PYTHONPATH": str(PROJECT), "HF_HUB_OFFLINE": "1"})
     time.sleep(8)  # imports, the dataset and the model: well into training after that

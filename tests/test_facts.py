@@ -19,7 +19,7 @@ def test_run_facts_round_trip_through_the_file(tmp_path):
     facts = RunFacts.parse(example_facts())
     facts.save(tmp_path)
     assert RunFacts.load(tmp_path) == facts
-    assert json.loads((tmp_path / "run.json").read_text())["schema_version"] == 1
+    assert json.loads((tmp_path / "run.json").read_text())["schema_version"] == 2
     assert facts.kept_posts == 2339
 
 
@@ -27,7 +27,7 @@ def test_run_facts_round_trip_through_the_file(tmp_path):
     ({"validation_loss": "low"}, "validation_loss: input should be a valid number"),
     ({"colour": "blue"}, "colour: extra inputs are not permitted"),
     ({"users": {"alice": {"kept": 3}}}, "users.alice.downloaded: field required"),
-    ({"schema_version": 2}, "schema version 2; this program reads version 1"),
+    ({"schema_version": 1}, "schema version 1; this program reads version 2"),
 ])
 def test_a_wrong_field_is_named_in_one_line(tmp_path, change, message):
     (tmp_path / "run.json").write_text(json.dumps(example_facts(**change)), encoding="utf-8")

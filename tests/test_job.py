@@ -83,7 +83,7 @@ def test_a_folder_that_is_not_a_request_is_one_line(tmp_path):
 
 
 def test_the_job_dies_with_the_process_that_started_it(tmp_path, dataset):
-    folder = prepared(tmp_path, dataset, epochs=100, early_stopping=False)
+    folder = prepared(tmp_path, dataset, max_epochs=100, patience=1000)
     # A parent that starts the job, says its pid, and waits; killing it must end the job too.
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"

@@ -24,16 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    """One tiny-model cache for this test session, away from the user's."""
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("HUGGINGTWEETS_CACHE")
-    os.environ["HUGGINGTWEETS_CACHE"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("HUGGINGTWEETS_CACHE", None)
-    else:
-        os.environ["HUGGINGTWEETS_CACHE"] = old
+def tiny_cache() -> Path:
+    """The session's tiny-model cache (see conftest.py), away from the user's."""
+    return Path(os.environ["HUGGINGTWEETS_TEST_CACHE"])
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -80,6 +73,21 @@ def test_tiny_model_is_built_once_deterministically_and_small(tiny_cache, tmp_pa
         assert (other / name).read_bytes() == (first / name).read_bytes(), name
 
 
+def test_the_tiny_base_already_knows_some_english(tiny_cache, sample_dataset):
+    """Pretrained: on posts it has never seen, far better than the same network with random weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bot import train as T
+
+    cpu = torch.device("cpu")
+    pretrained, tok = T.load_base_model(T.resolve_base_model("tiny"), cpu)
+    torch.manual_seed(0)
+    untrained = AutoModelForCausalLM.from_config(pretrained.config)
+    posts = T.pack(sample_dataset.validation, tok, 128)
+    assert T.evaluate(pretrained, *posts, 8, cpu) < T.evaluate(untrained, *posts, 8, cpu) - 1.5
+
+
 def test_tiny_cache_location_follows_the_environment(monkeypatch, tmp_path):
     from bot.tiny import cache_root
 
@@ -95,7 +103,7 @@ def test_two_processes_building_the_tiny_model_at_once_both_succeed(tmp_path):
     env = _env(tmp_path)
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
-    results = [p.communicate(timeout=120) for p in procs]
+    results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     folders = {out.strip() for out, _ in results}
     assert len(folders) == 1
@@ -127,7 +135,7 @@ def test_pack_joins_posts_with_eos_and_pads_only_the_last_block(tiny_cache):
 
 
 def test_memorisation_filter_catches_copies_and_lets_new_text_through():
-    from bot.train import MemorisationFilter
+    from bot.sampling import MemorisationFilter
 
     posts = ["My dream is to open a tiny tea shop by the sea", "The kettle is singing again and the kitchen smells of toast",
              "今日は本当にいい天気ですね"]
@@ -144,7 +152,7 @@ def test_memorisation_filter_catches_copies_and_lets_new_text_through():
 
 
 def test_mentions_are_neutralised_but_read_the_same():
-    from bot.train import WORD_JOINER, neutralise_mentions
+    from bot.text import WORD_JOINER, neutralise_mentions
 
     text = neutralise_mentions("thanks @tea_ghost and ＠bikebird! mail me at a@b.c? @ alone")
     assert "@tea_ghost" not in text and "＠bikebird" not in text
@@ -158,18 +166,18 @@ def test_mentions_are_neutralised_but_read_the_same():
 def test_training_is_reproducible_on_cpu(tiny_cache, sample_dataset, tmp_path):
     from bot.train import train_model
 
-    settings = Settings(train=TrainSettings(epochs=1, num_samples=3))
+    settings = Settings(train=TrainSettings(max_epochs=1, num_samples=3))
     a = train_model(sample_dataset, settings, tmp_path / "a", base_model="tiny")
     b = train_model(sample_dataset, settings, tmp_path / "b", base_model="tiny")
     assert a.validation_loss == b.validation_loss
     assert a.samples == b.samples
     assert (a.folder / "model.safetensors").read_bytes() == (b.folder / "model.safetensors").read_bytes()
-    c = train_model(sample_dataset, Settings(train=TrainSettings(epochs=1, num_samples=3, seed=7)), tmp_path / "c",
+    c = train_model(sample_dataset, Settings(train=TrainSettings(max_epochs=1, num_samples=3, seed=7)), tmp_path / "c",
                     base_model="tiny")
     assert (a.folder / "model.safetensors").read_bytes() != (c.folder / "model.safetensors").read_bytes()
 
 
-def test_fit_stops_when_validation_gets_worse_and_keeps_the_best_epoch(tiny_cache, sample_dataset):
+def test_fit_stops_when_validation_gets_worse_and_keeps_the_best_weights(tiny_cache, sample_dataset):
     import torch
 
     from bot import train as T
@@ -179,12 +187,51 @@ def test_fit_stops_when_validation_gets_worse_and_keeps_the_best_epoch(tiny_cach
     model, tok = T.load_base_model(T.resolve_base_model("tiny"), cpu)
     data, val = T.pack(sample_dataset.train, tok, 64), T.pack(sample_dataset.validation, tok, 64)
     # A learning rate far too high for this model: the validation loss soon stops improving.
-    result = T.fit(model, data, val, TrainSettings(learning_rate=0.1, epochs=8, batch_size=4, block_size=64), cpu)
-    losses = [e["validation_loss"] for e in result.epoch_losses]
-    assert result.epochs_run < 8  # stopped early
-    assert losses[-1] > min(losses)  # ... because the last epoch was worse
-    assert result.best_epoch == losses.index(min(losses)) + 1
-    assert T.evaluate(model, *val, 8, cpu) == pytest.approx(min(losses), abs=1e-3)  # the best weights are back
+    result = T.fit(model, data, val, TrainSettings(learning_rate=0.005, max_epochs=8, batch_size=4, block_size=64), cpu)
+    losses = [m["validation_loss"] for m in result.measures]
+    assert result.stop_reason == "plateau" and result.epochs_run < 8
+    best = min(losses)
+    assert result.best_step == result.measures[losses.index(best)]["step"] and result.best_loss == pytest.approx(best, abs=1e-4)
+    assert T.evaluate(model, *val, 8, cpu) == pytest.approx(best, abs=1e-3)  # the best weights are back
+
+
+def test_fit_without_held_out_posts_makes_one_pass(tiny_cache, sample_dataset):
+    import torch
+
+    from bot import train as T
+
+    cpu = torch.device("cpu")
+    model, tok = T.load_base_model(T.resolve_base_model("tiny"), cpu)
+    data = T.pack(sample_dataset.train[:40], tok, 64)
+    nothing = T.pack([], tok, 64)
+    result = T.fit(model, data, nothing, TrainSettings(max_epochs=4, batch_size=2, block_size=64), cpu)
+    assert result.stop_reason == "no_heldout"
+    assert result.steps == result.steps_per_epoch == result.best_step
+    assert all(m["validation_loss"] is None for m in result.measures)
+
+
+def test_blocks_per_step_fill_a_gpu_but_leave_steps_to_measure_between():
+    import torch
+
+    from bot.train import blocks_per_step
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device name: no GPU needed to ask
+    assert [blocks_per_step(0, n, cpu) for n in (10, 5000)] == [1, 1]
+    assert [blocks_per_step(0, n, gpu) for n in (10, 90, 1000, 5000, 10**6)] == [1, 1, 8, 32, 32]
+    assert all(n // blocks_per_step(0, n, gpu) >= 64 for n in range(64, 5000, 7))
+    assert blocks_per_step(3, 5000, gpu) == 3  # a setting wins
+
+
+def test_the_learning_rate_follows_width_and_batch():
+    from types import SimpleNamespace
+
+    from bot.train import peak_learning_rate
+
+    gpt2, tiny, wide = (SimpleNamespace(config=SimpleNamespace(n_embd=w)) for w in (768, 64, 1600))
+    assert peak_learning_rate(gpt2, 1e-4) == 1e-4
+    assert peak_learning_rate(tiny, 1e-4) == pytest.approx(12e-4)
+    assert peak_learning_rate(wide, 1e-4) == 1e-4  # never scaled down: the setting was tuned for GPT-2 124M
+    assert peak_learning_rate(gpt2, 1e-4, batch=16) == pytest.approx(4e-4)
 
 
 def test_written_out_gpt2_loss_matches_the_library_forward(tiny_cache):
@@ -194,7 +241,9 @@ def test_written_out_gpt2_loss_matches_the_library_forward(tiny_cache):
 
     cpu = torch.device("cpu")
     model, _ = T.load_base_model(T.resolve_base_model("tiny"), cpu)
-    assert T._plain_gpt2(model)
+    from bot.gpt2 import _plain_gpt2
+
+    assert _plain_gpt2(model)
     T.set_dropout(model, 0.0)
     model.train()
     ids = torch.randint(0, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
@@ -209,15 +258,6 @@ def test_written_out_gpt2_loss_matches_the_library_forward(tiny_cache):
     assert ours.item() == pytest.approx(library.item(), abs=1e-5)
     for mine, theirs in zip(ours_grads, (p.grad for p in model.parameters())):
         assert torch.allclose(mine, theirs, atol=1e-5)
-
-
-def test_cosine_schedule_starts_at_the_peak_and_ends_near_zero():
-    from bot.train import cosine_lr
-
-    assert cosine_lr(0, 100, 1e-3, 0) == 1e-3
-    assert cosine_lr(50, 100, 1e-3, 0) == pytest.approx(5e-4)
-    assert cosine_lr(99, 100, 1e-3, 0) < 1e-5
-    assert cosine_lr(0, 100, 1e-3, 10) == pytest.approx(1e-4)  # warm-up
 
 
 # --- end to end -----------------------------------------------------------------------------------
@@ -238,12 +278,12 @@ def trained(tmp_path_factory, tiny_cache):
 
 
 def test_train_command_writes_the_folder_and_says_where_how_good_and_how_long(trained):
-    proc, out, elapsed = trained
+    proc, out, _ = trained
     assert proc.returncode == 0, proc.stderr
     assert f"Model folder: {out}" in proc.stdout
     assert "Validation perplexity: " in proc.stdout
     assert "Took " in proc.stdout and " s (" in proc.stdout
-    assert elapsed < 60
+    assert "Stopped after " in proc.stdout and " passes because " in proc.stdout
     assert "Traceback" not in proc.stderr
 
 
@@ -274,7 +314,9 @@ def test_run_json_has_the_facts_and_nothing_from_the_machine(trained, tiny_cache
     assert facts["name"] == "dreamy_kettle" and facts["handles"] == ["dreamy_kettle"]
     assert facts["users"]["dreamy_kettle"]["kept"] > 100 and facts["users"]["dreamy_kettle"]["language"] == "en"
     assert facts["validation_perplexity"] == pytest.approx(math.exp(facts["validation_loss"]), rel=1e-3)
-    assert facts["hyperparameters"]["learning_rate"] == 1.372e-4 and facts["seed"] == 42
+    hp = facts["hyperparameters"]  # the tiny base is 64 wide, GPT-2 768: twelve times the rate
+    assert hp["learning_rate_setting"] == 1.372e-4 and hp["learning_rate"] == pytest.approx(12 * 1.372e-4)
+    assert facts["seed"] == 42 and facts["stop_reason"] in ("plateau", "max_epochs")
     assert facts["tokens_seen"] > 0 and facts["durations_s"]["total"] > 0
     assert facts["peak_memory_bytes"] < 2 * 1024**3  # the tiny model trains in under 2 GB on CPU
     assert set(facts["versions"]) >= {"torch", "transformers", "python", "huggingtweets"}
@@ -283,6 +325,18 @@ def test_run_json_has_the_facts_and_nothing_from_the_machine(trained, tiny_cache
         text = (out / text_file).read_text(encoding="utf-8")
         for private in (str(out.parent), str(tiny_cache), str(Path.home()), str(ROOT)):
             assert private not in text, (text_file, private)
+
+
+def test_samples_read_as_words_of_the_account(trained, sample_dataset):
+    """Most words of each sample are words the account uses: the model writes words, not bytes."""
+    import regex
+
+    _, out, _ = trained
+    facts = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    words_of = lambda text: regex.findall(r"\p{L}+", text.lower())  # noqa: E731
+    vocabulary = {w for post in sample_dataset.train for w in words_of(post)}
+    shares = [sum(w in vocabulary for w in words_of(s)) / max(1, len(words_of(s))) for s in facts["samples"]]
+    assert sum(shares) / len(shares) > 0.6, facts["samples"]
 
 
 def test_generation_config_samples_like_the_widget(trained):
