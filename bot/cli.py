@@ -167,22 +167,22 @@ def download(
     handle: Handle,
     out_file: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="Where to write the posts; the account goes beside it in NAME.user.json. Default: HANDLE.jsonl here.")] = None,
 ) -> None:
-    """Download a person's posts from X as JSONL of API v2 posts, ready for --archive.
+    """Download a person's posts from X (or Bluesky) as JSONL of API v2 posts, ready for --archive.
 
-    Reads through the cache (cache_dir in the x section of config.toml): a user read less than
-    cache_ttl_hours ago is not read again, and after that only newer posts are fetched.
-    Needs X_BEARER_TOKEN.
+    Reads through the cache (cache_dir in the x or bluesky section of config.toml): a person read less
+    than cache_ttl_hours ago is not read again. An X handle needs X_BEARER_TOKEN; a Bluesky handle (a
+    domain name such as alice.bsky.social) needs BLUESKY_HANDLE and BLUESKY_APP_PASSWORD.
 
     Example: huggingtweets download dreamy_kettle --out dreamy_kettle.jsonl
     """
     from bot.mentions import normalize_handle
-    from bot.x import download_archives, export_archive
+    from bot.x import export_archive
 
     name = normalize_handle(handle)
     target = out_file or Path(f"{name}.jsonl")
     if target.suffix.lower() not in (".jsonl", ".ndjson"):
         raise UsageError(f"--out {target}: the file must end in .jsonl (it is read back as JSONL of X API v2 posts)")
-    archive = download_archives([name], settings(ctx), console=err)[name]
+    archive = download_posts([name], settings(ctx))[name]
     count = export_archive(archive, target)
     out.print(f"Wrote {count:,} posts of @{archive.account.username or name} to {target}")
 
@@ -396,12 +396,27 @@ def load_dataset(config: Settings, handles: list[str], archives: list[Path] | No
 
     handles = normalize_handles(handles, config.data.max_handles)
     if not archives:
-        from bot.x import download_archives  # reads from X; see bot/x.py
-
-        opened = download_archives(handles, config, console=err)
+        opened = download_posts(handles, config)
     else:
         opened = pair_archives(handles, [open_archive(p) for p in archives])
     return build_dataset(opened, config.data)
+
+
+def download_posts(handles: list[str], config: Settings) -> dict:
+    """Each person's posts from their network (X, or Bluesky for a domain handle), through its cache."""
+    from bot.mentions import network_of
+
+    networks = {network_of(h) for h in handles}
+    if len(networks) > 1:
+        raise UsageError("a model is made of people on one network: give X handles or Bluesky handles, not both")
+    if networks == {"bluesky"}:
+        from bot.bluesky import BlueskyClient  # reads from Bluesky; see bot/bluesky.py
+
+        with BlueskyClient.from_settings(config) as client:
+            return client.download_archives(handles, progress=True, console=err)
+    from bot.x import download_archives  # reads from X; see bot/x.py
+
+    return download_archives(handles, config, console=err)
 
 
 def counts_table(dataset) -> Table:

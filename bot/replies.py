@@ -80,9 +80,9 @@ def numbered(text: str, request_id: int) -> str:
     return f"{first} (request #{request_id})" + (f"\n{rest}" if rest else "")
 
 
-# "@" or "＠" followed by a handle, as X reads a mention (handles are at most 15 characters on X, but
-# X links up to 20, so the whole run of handle characters is looked at).
-_MENTION_RE = regex.compile(r"([@＠])([A-Za-z0-9_]+)")
+# "@" or "＠" followed by a handle: X's (letters, digits, _; X links up to 20, so the whole run is looked
+# at) or a Bluesky domain handle (dots and hyphens inside, never at the end: "@alice." is "@alice").
+_MENTION_RE = regex.compile(r"([@＠])([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)")
 
 
 def guard(text: str, requester: str) -> str:

@@ -514,3 +514,33 @@ def test_the_bluesky_section_of_config_toml():
         parse_settings({"bluesky": {"max_tweets_per_user": 10}})
     with pytest.raises(ConfigError, match="'bluesky.request_timeout_seconds' = 0"):
         parse_settings({"bluesky": {"request_timeout_seconds": 0}})
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+
+def huggingtweets_cli(*args, env: dict, cwd: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bot", *map(str, args)], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env=os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"} | env)
+
+
+def test_download_reads_a_bluesky_handle_from_bluesky(fake, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[bluesky]\ncache_dir = "{tmp_path / "cache"}"\n', encoding="utf-8")
+    result = huggingtweets_cli("--config", config, "download", "@Alice.bsky.social", "--out", tmp_path / "alice.jsonl",
+                               env=fake.env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Wrote 450 posts of @alice.bsky.social" in result.stdout
+    assert open_archive(str(tmp_path / "alice.jsonl")).account.username == ALICE
+    assert APP_PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_model_of_people_on_two_networks_is_refused_before_anything_is_read(fake, tmp_path):
+    result = huggingtweets_cli("dataset", "alice.bsky.social", "dreamy_kettle", env=fake.env(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("huggingtweets: error: a model is made of people on one network: give X handles "
+                                     "or Bluesky handles, not both")
+    assert fake.sessions_created == 0  # not even a login

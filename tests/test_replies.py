@@ -80,3 +80,12 @@ def test_errors_say_whether_trying_again_may_help():
     assert retry_policy(UserError("bad handle")).transient is False
     assert retry_policy(TransientError("X is down", retry_after=90)).retry_after == 90
     assert retry_policy(OSError("disk full")).transient is True  # not ours: it may pass
+
+
+def test_guard_knows_bluesky_handles():
+    text = "@alice.bsky.social your model is ready; thanks @bob.bsky.social and @alice."
+    guarded = replies.guard(text, "alice.bsky.social")
+    assert guarded.startswith("@alice.bsky.social your model")
+    assert "@bob.bsky.social" not in guarded and f"@{WORD_JOINER}bob.bsky.social" in guarded
+    assert f"@{WORD_JOINER}alice." in guarded  # "@alice" is another account than alice.bsky.social
+    assert replies.guard("hi @alice.", "alice") == "hi @alice."  # a full stop ends a sentence, not a handle
