@@ -60,7 +60,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import regex
@@ -88,12 +87,14 @@ from bot.errors import (
     UsageError,
     UserError,
     backoff_seconds,
+    check_base_url,
     clip,
     hide_in_logs,
     mask_known,
 )
 from bot.files import write_atomically
 from bot.progress import progress as progress_display
+from bot.text import shorten_keeping_links
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,6 @@ MAX_GRAPHEMES = 300  # Bluesky's limit for a post's text, in grapheme clusters .
 MAX_BYTES = 3000  # ... and in UTF-8 bytes
 GRAPHEME_RE = regex.compile(r"\X")
 LINK_RE = regex.compile(r"https?://[^\s<>\"]+", regex.IGNORECASE)
-ELLIPSIS = "…"
 
 
 def post_length(text: str) -> int:
@@ -197,26 +197,7 @@ def fit_post(text: str) -> str:
         pos = m.end()
     units += [(g, False) for g in GRAPHEME_RE.findall(text[pos:])]
 
-    def render(keep: int) -> str:
-        head = "".join(u for u, _ in units[:keep]).rstrip()
-        links = [u for u, is_link in units[keep:] if is_link]
-        return " ".join([head + ELLIPSIS] + links)
-
-    lo, hi = 0, len(units)  # the most units that fit: the length grows with `keep`, so bisect
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(render(mid)) else (lo, mid - 1)
-    keep = lo
-    # Cut at a space when one is close, rather than in the middle of a word.
-    if 0 < keep < len(units) and not units[keep][0].isspace() and not units[keep - 1][0].isspace():
-        for back in range(keep - 1, max(keep - 20, 0), -1):
-            if units[back][0].isspace():
-                keep = back
-                break
-    result = render(keep) if fits(render(keep)) else render(lo)
-    while not fits(result) and " " in result:  # only links left, and too many of them
-        result = result.rsplit(" ", 1)[0]
-    return result
+    return shorten_keeping_links(units, fits)
 
 
 # --- what an account looks like ---------------------------------------------------------------------
@@ -252,7 +233,7 @@ class BlueskyClient:
         self.config: BlueskySettings = settings.bluesky
         self._handle = handle
         self._password = app_password
-        self._service_url = _check_service_url(service_url) or DEFAULT_SERVICE_URL
+        self._service_url = check_base_url(service_url, SERVICE_URL_ENV, "https://bsky.social") or DEFAULT_SERVICE_URL
         self._sdk: Client | None = None
         self._did: str | None = None
         self._lock = threading.RLock()
@@ -615,16 +596,6 @@ def _network_reason(e: Exception) -> str:
     if isinstance(e, NetworkError) and _status(e):
         return f"HTTP {_status(e)}"
     return "connection lost"
-
-
-def _check_service_url(url: str | None) -> str | None:
-    if not url:
-        return None
-    url = url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise UsageError(f"{SERVICE_URL_ENV}={url!r} is not a base URL like https://bsky.social")
-    return url
 
 
 # --- reading the answers ---------------------------------------------------------------------------

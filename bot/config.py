@@ -82,9 +82,9 @@ class XPrices(Section):
     post_created_with_link: float = Field(0.200, ge=0)
 
 
-class XSettings(Section):
-    max_tweets_per_user: int = Field(3200, ge=5, le=3200)
-    cache_dir: Path = Path("state/x-cache")
+class NetworkSettings(Section):
+    """What every network's client takes: its cache's lifetime, timeouts, retries and rate-limit waits."""
+
     cache_ttl_hours: float = Field(24.0, ge=0)
     request_timeout_seconds: float = Field(30.0, gt=0, le=600)
     max_retries: int = Field(5, ge=0, le=20)
@@ -92,6 +92,11 @@ class XSettings(Section):
     rate_limit_default_wait_seconds: float = Field(60.0, ge=0)
     retry_base_wait_seconds: float = Field(1.0, ge=0)
     retry_max_wait_seconds: float = Field(60.0, ge=0)
+
+
+class XSettings(NetworkSettings):
+    max_tweets_per_user: int = Field(3200, ge=5, le=3200)
+    cache_dir: Path = Path("state/x-cache")
     prices: XPrices = XPrices()
 
 
@@ -124,18 +129,11 @@ class BotSettings(Section):
         return self
 
 
-class BlueskySettings(Section):
+class BlueskySettings(NetworkSettings):
     # Bluesky has no 3,200-post reach: this bound keeps a download (100 posts a request) and a training
     # run the size they have on X, and a few thousand posts already make a model.
     max_posts_per_user: int = Field(3200, ge=1, le=100_000)
     cache_dir: Path = Path("state/bluesky-cache")
-    cache_ttl_hours: float = Field(24.0, ge=0)
-    request_timeout_seconds: float = Field(30.0, gt=0, le=600)
-    max_retries: int = Field(5, ge=0, le=20)
-    rate_limit_max_wait_seconds: float = Field(900.0, ge=0)
-    rate_limit_default_wait_seconds: float = Field(60.0, ge=0)
-    retry_base_wait_seconds: float = Field(1.0, ge=0)
-    retry_max_wait_seconds: float = Field(60.0, ge=0)
 
 
 class Settings(Section):

@@ -145,6 +145,20 @@ class RetryPolicy:
     retry_after: float | None = None
 
 
+def check_base_url(url: str | None, variable: str, example: str) -> str | None:
+    """A server's base URL from the environment variable `variable`, without a trailing "/"; None when unset.
+    Anything else than http(s)://host[:port][/path] is a one-line UsageError."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return None
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise UsageError(f"{variable}={url!r} is not a base URL like {example}")
+    return url
+
+
 def retry_policy(error: BaseException) -> RetryPolicy:
     """Whether trying again may help, and the least wait a server asked for.
 

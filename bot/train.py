@@ -23,9 +23,7 @@ card's samples `bot.sampling`. Why these defaults: benchmarks/README.md.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import platform
 import resource
 import shutil

@@ -38,9 +38,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import regex
 import requests
@@ -49,10 +47,12 @@ import tweepy
 from bot.adapters import Mention, Usage, XUser
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import Settings, XSettings
-from bot.errors import AccountError, TransientError, UsageError, UserError, backoff_seconds, clip, hide_in_logs
+from bot.errors import (AccountError, TransientError, UsageError, UserError, backoff_seconds, check_base_url, clip,
+                        hide_in_logs)
 from bot.files import write_atomically
 from bot.mentions import normalize_handle
 from bot.progress import progress as progress_display
+from bot.text import shorten_keeping_links
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ BARE_DOMAIN_RE = re.compile(
 TRAILING_PUNCTUATION = ".,:;!?'\")]}"
 GRAPHEME_RE = regex.compile(r"\X")
 EMOJI_RE = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}\u20e3\ufe0f]")
-ELLIPSIS = "…"
 
 
 def weighted_length(text: str) -> int:
@@ -228,26 +227,7 @@ def _shorten(text: str, budget: int) -> str:
     for piece, is_link in _pieces(text):
         units.extend([(piece, True)] if is_link else [(g, False) for g in GRAPHEME_RE.findall(piece)])
 
-    def render(keep: int) -> str:
-        head = "".join(u for u, _ in units[:keep]).rstrip()
-        links = [u for u, is_link in units[keep:] if is_link]
-        return " ".join([head + ELLIPSIS] + links)
-
-    lo, hi = 0, len(units)  # the most units that fit: the weight grows with `keep`, so bisect
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if weighted_length(render(mid)) <= budget else (lo, mid - 1)
-    keep = lo
-    # Cut at a word boundary when one is close, rather than in the middle of a word.
-    if 0 < keep < len(units) and not units[keep][0].isspace() and not units[keep - 1][0].isspace():
-        for back in range(keep - 1, max(keep - 20, 0), -1):
-            if units[back][0].isspace():
-                keep = back
-                break
-    result = render(keep)
-    while weighted_length(result) > budget and " " in result:  # only links left, and too many of them
-        result = result.rsplit(" ", 1)[0]
-    return result
+    return shorten_keeping_links(units, lambda candidate: weighted_length(candidate) <= budget)
 
 
 # --- what we read ----------------------------------------------------------------------------------
@@ -293,7 +273,8 @@ class XClient:
         self.client = tweepy.Client(bearer_token=bearer_token, consumer_key=api_key, consumer_secret=api_secret,
                                     access_token=access_token, access_token_secret=access_token_secret,
                                     return_type=dict, wait_on_rate_limit=False)
-        self.client.session = XSession(_check_base_url(base_url), self.config.request_timeout_seconds)
+        self.client.session = XSession(check_base_url(base_url, BASE_URL_ENV, "http://127.0.0.1:8080"),
+                                       self.config.request_timeout_seconds)
         hide_in_logs(LIBRARY_LOGGERS, [v for v in (bearer_token, api_key, api_secret, access_token, access_token_secret) if v])
         self.network = "x"
         self.usage = Usage()
@@ -601,16 +582,6 @@ def _mention_from_v2(t: dict, users: dict[str, dict]) -> Mention:
                    text=text, created_at=t.get("created_at"),
                    in_reply_to_user_id=str(t["in_reply_to_user_id"]) if t.get("in_reply_to_user_id") else None,
                    in_reply_to_tweet_id=replied_to)
-
-
-def _check_base_url(url: str | None) -> str | None:
-    if not url:
-        return None
-    url = url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise UsageError(f"{BASE_URL_ENV}={url!r} is not a base URL like http://127.0.0.1:8080")
-    return url
 
 
 # --- the per-user cache and archives ----------------------------------------------------------------
