@@ -125,18 +125,44 @@ def _card_license(readme: Path) -> str | None:
         return None
 
 
+TINY_HINT = "--base-model tiny trains a tiny model built on this machine, with no download"
+
+
+def _check_downloadable(base: BaseModel) -> None:
+    """A Hub model that is not in the local cache needs the Hub: find out in seconds, not after the
+    library's half minute of retries, and say what works offline."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if base.hub_id is None or isinstance(try_to_load_from_cache(base.hub_id, "config.json"), str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"cannot load base model {base.name!r}: it is not in the local cache and HF_HUB_OFFLINE is "
+                        f"set; {TINY_HINT}")
+    endpoint = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)),
+                                 timeout=5).close()
+    except OSError as e:
+        raise UserError(f"cannot load base model {base.name!r}: it is not in the local cache and "
+                        f"{endpoint.hostname} cannot be reached ({e.strerror or type(e).__name__}); {TINY_HINT}") from None
+
+
 def load_base_model(base: BaseModel, device):
     """The model (SDPA attention, fp32 weights) and tokenizer, or a one-line error."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()  # ours is the one progress display
+    _check_downloadable(base)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base.path)
         model = AutoModelForCausalLM.from_pretrained(base.path, attn_implementation="sdpa", dtype="float32")
     except OSError as e:  # no network, unknown repo, missing files: transformers says which
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load base model {base.name!r}: {first_line}") from None
+        raise UserError(f"cannot load base model {base.name!r}: {first_line} ({TINY_HINT})") from None
     model.loss_type = "ForCausalLM"  # GPT-2's class name does not say so; transformers would warn
     if tokenizer.eos_token_id is None:
         raise UserError(f"base model {base.name!r}: its tokenizer has no end-of-text token")

@@ -394,3 +394,17 @@ def test_ctrl_c_during_training_says_so_and_leaves_no_half_folder(sample_archive
     assert process.returncode == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "huggingtweets: error: interrupted; nothing was finished"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["long.toml"]
+
+
+@pytest.mark.parametrize("env, why", [
+    ({"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}, "127.0.0.1 cannot be reached"),
+    ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+])
+def test_a_base_model_that_needs_the_hub_offline_fails_at_once_and_names_tiny(sample_archive, tmp_path, env, why):
+    """No half minute of the library's retries: one line, the reason, and what works offline."""
+    result = huggingtweets("train", "dreamy_kettle", "--archive", sample_archive, "--base-model", "someone/not-cached",
+                           "--out", tmp_path / "model", env={"HF_HOME": str(tmp_path / "hf"), **env})
+    message = assert_one_line_error(result, 1)
+    assert message.startswith("cannot load base model 'someone/not-cached': it is not in the local cache and ")
+    assert why in message and "--base-model tiny" in message
+    assert not (tmp_path / "model").exists()
