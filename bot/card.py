@@ -11,7 +11,7 @@
 `bot.train` calls `write_images` and `write_card` while it writes a model folder; both read only the
 facts that also go to `run.json`, so a card can be re-rendered from a finished folder.
 
-The body comes from the jinja2 template `cards/model_card.md.j2`, the YAML header from
+The body comes from the jinja2 template `bot/cards/model_card.md.j2` (package data), the YAML header from
 huggingface_hub's `ModelCardData`. Every value the template prints is escaped for both HTML and
 Markdown unless it is marked safe (`markupsafe.Markup`), so text from users (display names,
 handles, posts, samples) shows as text whatever it holds.
@@ -28,9 +28,10 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from markupsafe import Markup
 
-from bot.config import PROJECT_ROOT, Settings
+from bot.config import Settings
 
-TEMPLATE_DIR = PROJECT_ROOT / "cards"
+# Inside the package, so a wheel install carries it.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "cards"
 TEMPLATE = "model_card.md.j2"
 HUB_URL = "https://huggingface.co"
 # Characters that mean something in HTML or in the Hub's Markdown (emphasis, code, links, tables,
