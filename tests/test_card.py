@@ -130,7 +130,7 @@ def test_hostile_display_name_shows_as_text_and_breaks_neither_html_nor_table():
 def test_escape_neutralises_markdown_and_html_but_keeps_text():
     for text in (HOSTILE, "[link](https://evil.example) `code` ~~x~~ # h $x$ @alice _i_ \\ |", "雨 ☕ 🌊 café"):
         escaped = escape(text)
-        assert html.unescape(escaped) == text
+        assert html.unescape(escaped).replace("\u2060", "") == text  # the same text, word joiners aside
         assert not re.search(r"[<>|*`\[\]_~#$@\\]", re.sub(r"&#\d+;", "", escaped))
     assert escape("a\nb") == "a b"
 
