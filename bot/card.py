@@ -65,9 +65,9 @@ GPT2_RE = re.compile(r"^(openai-community/|distilbert/)?(distil)?gpt2(-medium|-l
 
 
 def escape(text: object) -> Markup:
-    """Text that shows as itself in HTML and Markdown, on one line, and makes no link.
+    r"""Text that shows as itself in HTML and Markdown, on one line, and makes no link.
 
-        >>> escape("see www.example.com *now*")   # a word joiner (invisible) after "www"
+        >>> escape("see www.example.com *now*")   # word joiners (invisible) before the dots
         Markup('see www\u2060.example\u2060.com &#42;now&#42;')
     """
     text = _BIDI_RE.sub("", _NEWLINES.sub(" ", str(text)))
