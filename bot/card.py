@@ -53,8 +53,9 @@ LANGUAGE_CODES = {"in": "id", "iw": "he", "ji": "yi", "zh-cn": "zh", "zh-tw": "z
 # Bidi controls (embeddings, overrides, isolates, marks): they could make a name read as something else.
 _BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 # Where a renderer that links bare addresses would find one: a dot before a letter ("evil.com"; numbers
-# such as 2.5 keep theirs), "www.", fullwidth and ideographic dots too, "://" and an e-mail's "@". An invisible word joiner there breaks
-# the pattern and leaves the text as it reads. (Entities do not: renderers decode them first.)
+# such as 2.5 keep theirs; fullwidth and ideographic dots too), "www.", "://" and an e-mail's "@". An
+# invisible word joiner there breaks the pattern and leaves the text as it reads. (Entities do not:
+# renderers decode them before they look for addresses.)
 _WORD_JOINER = "\u2060"
 _DOTS = ".\uff0e\u3002\uff61"
 _LINK_PATTERN_RE = re.compile(rf"(?<=\w)(?=[{_DOTS}][^\W\d_])|(?i:(?<=www))(?=[{_DOTS}])|(?<=:)(?=//)|(?<=@)(?!\u2060)")
@@ -154,7 +155,7 @@ def _avatar(url: str | None) -> Markup | None:
     if not (url and AVATAR_RE.fullmatch(url)):
         return None
     parts = urlsplit(url)
-    if parts.hostname not in AVATAR_HOSTS or parts.port or parts.username or parts.password or parts.netloc != parts.hostname:
+    if parts.netloc != parts.hostname or parts.hostname not in AVATAR_HOSTS:  # no port, no user, exactly the host
         return None
     return Markup(html.escape(url, quote=True))
 
@@ -178,7 +179,8 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
 
     accounts = facts["accounts"]
     # "@name" with a word joiner after the "@": shown as written, read by no renderer as a mention.
-    users = [{"profile_url": _profile_url(h), "at_username": Markup("@" + _WORD_JOINER) + escape(accounts[h]["username"]),
+    users = [{"profile_url": _profile_url(h),
+              "at_username": Markup("@" + _WORD_JOINER) + escape(accounts[h]["username"]),
               "display_name": accounts[h]["display_name"], "avatar_url": _avatar(accounts[h]["avatar_url"])}
              for h in facts["handles"]]
     counts = facts["users"]
