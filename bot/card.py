@@ -11,10 +11,12 @@
 `bot.train` calls `write_images` and `write_card` while it writes a model folder; both read only the
 facts that also go to `run.json`, so a card can be re-rendered from a finished folder.
 
-The body comes from the jinja2 template `cards/model_card.md.j2`, the YAML header from
+The body comes from the jinja2 template `bot/cards/model_card.md.j2` (package data), the YAML header from
 huggingface_hub's `ModelCardData`. Every value the template prints is escaped for both HTML and
 Markdown unless it is marked safe (`markupsafe.Markup`), so text from users (display names,
-handles, posts, samples) shows as text whatever it holds.
+handles, posts, samples) shows as text whatever it holds: it makes no link, even on a renderer that
+links bare addresses (`www.…`, `name@host`, `https://…`, `evil.com`), pings no one and cannot reorder
+what is shown around it (bidi controls are dropped). The template's own text is written as is.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ import html
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from markupsafe import Markup
 
-from bot.config import PROJECT_ROOT, Settings
+from bot.config import Settings
+from bot.errors import HandleError
+from bot.mentions import network_of, normalize_handle
 from bot.stopping import REASONS
 
-TEMPLATE_DIR = PROJECT_ROOT / "cards"
+# Inside the package, so a wheel install carries it.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "cards"
 TEMPLATE = "model_card.md.j2"
 HUB_URL = "https://huggingface.co"
 # Characters that mean something in HTML or in the Hub's Markdown (emphasis, code, links, tables,
@@ -41,14 +47,33 @@ _ESCAPES = {ord(c): f"&#{ord(c)};" for c in "&<>\"'\\`*_[]|~#!$@:{}"}
 _NEWLINES = re.compile(r"[\r\n\u2028\u2029]+")
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 AVATAR_RE = re.compile(r"^https://[A-Za-z0-9.-]+/[^\s\"'<>]*$")
-HANDLE_RE = re.compile(r"^[a-z0-9_]{1,15}$")
 # X's legacy language codes and the ISO 639-1 codes the Hub expects.
 LANGUAGE_CODES = {"in": "id", "iw": "he", "ji": "yi", "zh-cn": "zh", "zh-tw": "zh"}
 
 
+# Bidi controls (embeddings, overrides, isolates, marks): they could make a name read as something else.
+_BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+# Where a renderer that links bare addresses would find one: a dot before a letter ("evil.com"; numbers
+# such as 2.5 keep theirs; fullwidth and ideographic dots too), "www.", "://" and an e-mail's "@". An
+# invisible word joiner there breaks the pattern and leaves the text as it reads. (Entities do not:
+# renderers decode them before they look for addresses.)
+_WORD_JOINER = "\u2060"
+_DOTS = ".\uff0e\u3002\uff61"
+_LINK_PATTERN_RE = re.compile(rf"(?<=\w)(?=[{_DOTS}][^\W\d_])|(?i:(?<=www))(?=[{_DOTS}])|(?<=:)(?=//)|(?<=@)(?!\u2060)")
+AVATAR_HOSTS = {"pbs.twimg.com", "abs.twimg.com",  # X's image hosts
+                "cdn.bsky.app"}                     # Bluesky's
+PROFILE_URLS = {"x": "https://x.com/{}", "bluesky": "https://bsky.app/profile/{}"}
+GPT2_RE = re.compile(r"^(openai-community/|distilbert/)?(distil)?gpt2(-medium|-large|-xl)?$")
+
+
 def escape(text: object) -> Markup:
-    """Text that shows as itself in HTML and Markdown, on one line."""
-    return Markup(_NEWLINES.sub(" ", str(text)).translate(_ESCAPES))
+    r"""Text that shows as itself in HTML and Markdown, on one line, and makes no link.
+
+        >>> escape("see www.example.com *now*")   # word joiners (invisible) before the dots
+        Markup('see www\u2060.example\u2060.com &#42;now&#42;')
+    """
+    text = _BIDI_RE.sub("", _NEWLINES.sub(" ", str(text)))
+    return Markup(_LINK_PATTERN_RE.sub(_WORD_JOINER, text).translate(_ESCAPES))
 
 
 def _finalize(value: object) -> object:
@@ -115,22 +140,38 @@ def _hardware(hw: dict) -> str:
     return f"CPU ({hw.get('name', 'unknown')}, {hw.get('threads', '?')} threads)"
 
 
-def _base_model_text(facts: dict) -> str | Markup:
+def _base_model(facts: dict) -> tuple[str, Markup]:
+    """The base model's kind ("gpt2", "hub", "tiny" or "local") and how the card names it."""
     hub_id = facts.get("base_model_hub_id")
     if hub_id and HUB_ID_RE.fullmatch(hub_id):
-        return Markup(f"[{escape(hub_id)}]({HUB_URL}/{hub_id})")
+        link = Markup(f"[{escape(hub_id)}]({HUB_URL}/{hub_id})")
+        return ("gpt2" if GPT2_RE.fullmatch(hub_id.lower()) else "hub"), link
     if facts["base_model"] == "tiny":
-        return "a tiny GPT-2 built locally (2 layers, 64 wide, random initial weights): for demos and tests"
-    return f"a local model ({facts['base_model']})"
+        return "tiny", Markup("a tiny GPT-2 built locally (2 layers, 64 wide, pretrained on the Jargon File)")
+    return "local", Markup("the local model ") + escape(facts["base_model"])
 
 
 def _avatar(url: str | None) -> Markup | None:
-    """An https image URL, escaped for an HTML attribute; anything else is left out."""
-    return Markup(html.escape(url, quote=True)) if url and AVATAR_RE.fullmatch(url) else None
+    """An https URL on X's or Bluesky's image hosts, escaped for an HTML attribute; anything else is left out."""
+    if not (url and AVATAR_RE.fullmatch(url)):
+        return None
+    parts = urlsplit(url)
+    if parts.netloc != parts.hostname or parts.hostname not in AVATAR_HOSTS:  # no port, no user, exactly the host
+        return None
+    return Markup(html.escape(url, quote=True))
 
 
-def _people(names: list[str], conjunction: str = "and") -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
+def _profile_url(handle: str) -> Markup | None:
+    """The person's profile on their network, for a valid handle only."""
+    try:
+        handle = normalize_handle(handle)
+    except HandleError:
+        return None
+    return Markup(PROFILE_URLS[network_of(handle)].format(handle))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def render_card(facts: dict, settings: Settings) -> ModelCard:
@@ -138,22 +179,26 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
     from bot.dataset import COUNT_ROWS
 
     accounts = facts["accounts"]
-    users = [{"handle": Markup(h) if HANDLE_RE.fullmatch(h) else "", "username": accounts[h]["username"],
+    # "@name" with a word joiner after the "@": shown as written, read by no renderer as a mention.
+    users = [{"profile_url": _profile_url(h),
+              "at_username": Markup("@" + _WORD_JOINER) + escape(accounts[h]["username"]),
               "display_name": accounts[h]["display_name"], "avatar_url": _avatar(accounts[h]["avatar_url"])}
              for h in facts["handles"]]
     counts = facts["users"]
     rows = [{"label": row.capitalize(), "values": [f"{counts[h][row]:,}" for h in facts["handles"]]} for row in COUNT_ROWS]
     rows.append({"label": "Language", "values": [counts[h]["language"] or "?" for h in facts["handles"]]})
     hp = facts["hyperparameters"]
+    base_kind, base_model_text = _base_model(facts)
+    train_posts = facts.get("train_posts") or sum(counts[h]["kept"] for h in facts["handles"])
     durations = facts.get("durations_s", {})
     prompt_literal = json.dumps(facts["prompt"], ensure_ascii=False).replace("`", "\\u0060")
     content = _env.get_template(TEMPLATE).render(
         card_data=Markup(card_data(facts, settings).to_yaml()),
         users=users,
-        who=_people([f"{u['display_name']} (@{u['username']})" for u in users]),
-        handles_text=_people([f"@{u['username']}" for u in users], "or"),
         num_people="one person" if len(users) == 1 else f"{len(users)} people",
-        organization=settings.hub.organization,
+        train_posts=f"{train_posts:,}",
+        train_posts_text=_count(train_posts, "post"),
+        organization=Markup(settings.hub.organization),  # validated by the settings: a Hub name
         bot_handle=settings.bot.handle,
         model_id=Markup(facts["model_id"]) if HUB_ID_RE.fullmatch(facts["model_id"]) else "",
         prompt=facts["prompt"],
@@ -162,7 +207,8 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
         dropped=facts.get("samples_dropped_as_memorised", 0),
         count_rows=rows,
         min_words=settings.data.min_words,
-        base_model_text=_base_model_text(facts),
+        base_kind=base_kind,
+        base_model_text=base_model_text,
         passes=f"{facts['epochs_run']:g}",
         steps=f"{facts['steps']:,}",
         best_step=f"{facts['best_step']:,}",

@@ -7,10 +7,12 @@
     (1200, 628)
     >>> img.save("predictions.png")
 
-Same input, same pixels. Text is set in the first font found on the machine that has each
-character: a Latin font (Noto Sans, DejaVu Sans, Liberation Sans), then CJK and emoji fonts where
-installed, then Pillow's built-in font. Long text wraps (between words, or between any two CJK
-characters) and is cut with "…" rather than spilling out of its box.
+Same input, same pixels, on any machine. Each character is set in the first font that has it:
+the Noto fonts installed with the project (`manimgx-fonts`: Noto Sans, Noto Sans Symbols, Noto Emoji
+and Noto Sans for other scripts; `manimgx-fonts-cjk`: Noto Sans CJK; all SIL Open Font License 1.1),
+then fonts found on the machine, then Pillow's built-in font. Without the packages (say, removed by
+hand) the image is still drawn, from whatever the machine has. Long text wraps (between words, or
+between any two CJK characters) and is cut with "…" rather than spilling out of its box.
 """
 
 from __future__ import annotations
@@ -36,10 +38,39 @@ FALLBACKS = ("NotoSansCJK-Regular.ttc", "NotoSansCJKjp-Regular.otf", "NotoSansJP
 INK, MUTED, ACCENT, PAPER, CARD = (28, 30, 38), (96, 102, 118), (255, 157, 0), (250, 248, 243), (255, 255, 255)
 # Word-joiners and other invisible format characters: nothing to draw (they neutralise @mentions).
 INVISIBLE_RE = regex.compile(r"\p{Cf}")
+# Combining marks: drawn with the character before them.
+MARK_RE = regex.compile(r"\p{M}")
 # Emoji and their modifiers: left out when no installed font has them (better than an empty box).
 EMOJI_RE = regex.compile(r"[\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0E\uFE0F]")
 # Break opportunities: after spaces, and around every CJK character.
 PIECES_RE = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}、。，！？]|[^\s\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]+\s*|\s+")
+
+
+# Pip packages that carry fonts, and their files by preference: the Latin face (its weight set per
+# use: the files are variable fonts), CJK, symbols, emoji, then the other scripts of Noto Sans.
+PACKAGED_FONTS = (
+    ("manimgx_fonts", ("NotoSans[wght].ttf",)),
+    ("manimgx_fonts_cjk", ("NotoSansCJK-VF.otf.ttc",)),  # face 0 is Japanese; its kana and kanji cover zh/ko text too
+    ("manimgx_fonts", ("NotoSansSymbols[wght].ttf", "NotoEmoji[wght].ttf", "*")),
+)
+REGULAR_WEIGHT, BOLD_WEIGHT = 400, 700
+
+
+@functools.cache
+def packaged_font_files() -> tuple[str, ...]:
+    """Paths of the fonts installed as packages, in the order they are tried; empty without them."""
+    import importlib.util
+
+    paths: list[str] = []
+    for module, names in PACKAGED_FONTS:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        for name in names:
+            found = sorted(folder.glob("*.tt[fc]")) if name == "*" else [folder / name]
+            paths += [str(p) for p in found if p.is_file() and str(p) not in paths and "Italic" not in p.name]
+    return tuple(paths)
 
 
 @functools.cache
@@ -55,20 +86,35 @@ def _font_files() -> dict[str, str]:
     return found
 
 
+def _load_font(path: str, size: int, bold: bool) -> ImageFont.FreeTypeFont:
+    font = ImageFont.truetype(path, size)
+    try:
+        axes = font.get_variation_axes()
+    except OSError:  # not a variable font: its weight is the file's
+        return font
+    weight = BOLD_WEIGHT if bold else REGULAR_WEIGHT
+    font.set_variation_by_axes([min(max(weight, a["minimum"]), a["maximum"]) if a["name"] == b"Weight"
+                                else a["default"] for a in axes])
+    return font
+
+
 @functools.cache
 def font_chain(size: int, bold: bool = False) -> tuple[ImageFont.FreeTypeFont, ...]:
     """The fonts to try, in order, for one size and weight; never empty."""
     files = _font_files()
+    paths = list(packaged_font_files())
     names = [next((n for n in (BOLD if bold else REGULAR) if n in files), None)]
     names += [n for n in REGULAR + FALLBACKS if n in files]
+    paths += [files[n] for n in names if n]
     chain, seen = [], set()
-    for name in names:
-        if name and files[name] not in seen:
-            seen.add(files[name])
-            try:
-                chain.append(ImageFont.truetype(files[name], size))
-            except OSError:  # a broken or unsupported file: skip it
-                continue
+    for path in paths:
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            chain.append(_load_font(path, size, bold))
+        except OSError:  # a broken or unsupported file: skip it
+            continue
     if not chain:
         chain.append(ImageFont.load_default(size))  # Pillow's own font: Latin only, but always there
     return tuple(chain)
@@ -100,6 +146,9 @@ def _runs(text: str, chain: tuple) -> list[tuple[str, object]]:
     """Split text into runs that share one font."""
     runs: list[tuple[str, object]] = []
     for ch in INVISIBLE_RE.sub("", text):
+        if runs and MARK_RE.fullmatch(ch):  # a vowel sign or accent goes with its letter's font, to be shaped with it
+            runs[-1] = (runs[-1][0] + ch, runs[-1][1])
+            continue
         font = _font_for(chain, ch)
         if font is None:
             continue

@@ -267,7 +267,7 @@ def test_written_out_gpt2_loss_matches_the_library_forward(tiny_cache):
 def trained(tmp_path_factory, tiny_cache):
     """`huggingtweets train` as the scheduler runs it: a subprocess, then read run.json."""
     work = tmp_path_factory.mktemp("work")
-    out = work / "models" / "dreamy_kettle"
+    out = work / "models[bold]" / "dreamy_kettle"  # brackets: printed as written, never read as terminal markup
     config = work / "config.toml"  # --push publishes with the local backend: a folder per repo
     config.write_text(f'[hub]\nbackend = "local"\nlocal_dir = "{work / "hub"}"\n', encoding="utf-8")
     started = time.monotonic()
