@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One tiny base model for the whole session (pretraining it takes about twenty seconds), built in a
+# One tiny base model for the whole session (pretraining it takes about half a minute), built in a
 # folder of its own rather than the user's cache; subprocesses inherit it.
 if "HUGGINGTWEETS_TEST_CACHE" not in os.environ:
     import tempfile
