@@ -510,7 +510,7 @@ def _read_export_account(path: Path, limits: ArchiveLimits) -> Account:
     username = display = user_id = avatar = None
     if found := _first_entry(path, "account", "account", limits):
         name, acc = found
-        username = _username(acc.get("username"), name)
+        username = _username(acc.get("username"), name, "x")
         display = _display_name(acc.get("accountDisplayName"), f"{name}: 'accountDisplayName'")
         user_id = _token(acc.get("accountId"), f"{name}: 'accountId'", MAX_ID_CHARS, numbers=True)
     if found := _first_entry(path, "profile", "profile", limits):
@@ -664,14 +664,14 @@ def _token(value: object, where: str, max_chars: int, numbers: bool = False) -> 
     return value
 
 
-def _username(value: object, name: str) -> str | None:
-    """The account's handle as the file spells it ('Alice'); it must be a handle."""
+def _username(value: object, name: str, network: str | None = None) -> str | None:
+    """The account's handle as the file spells it ('Alice'); it must be a handle (of `network`, when given)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise ArchiveError(f"{name}: 'username' is {_kind(value)}, not a handle")
     try:
-        normalize_handle(value)
+        normalize_handle(value, network)
     except HandleError as e:
         raise ArchiveError(f"{name}: the username {e}") from None
     return value
