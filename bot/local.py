@@ -70,13 +70,8 @@ class LocalX:
         found = []
         for record in self._inbox_records():
             if int(record["id"]) > after:
-                author = record.get("author_username")
-                try:
-                    if not isinstance(author, str):
-                        raise HandleError("no author_username")
-                    normalize_handle(author, "x")
-                except HandleError as e:
-                    self._pass_over(f"mention {record['id']}: the author {e}")
+                if problem := _author_problem(record.get("author_username")):
+                    self._pass_over(f"mention {record['id']}: {problem}")
                     continue
                 fields = {k: str(v) for k, v in record.items() if k in Mention.__dataclass_fields__ and v is not None}
                 found.append(Mention(**{"author_id": "", **fields}))
@@ -142,6 +137,17 @@ class LocalX:
                         if strict:
                             raise
                         yield None
+
+
+def _author_problem(author: object) -> str | None:
+    """Why a mention's author cannot be answered or modelled; None when it is a handle."""
+    if not isinstance(author, str):
+        return "no author_username"
+    try:
+        normalize_handle(author, "x")
+    except HandleError as e:
+        return f"the author {e}"
+    return None
 
 
 def _is_number(value: object) -> bool:
