@@ -1,7 +1,7 @@
 """Archives made to hurt whatever reads them, for the tests and `benchmarks/hostile_archives.py`.
 
     >>> from hostile_archives import CATALOGUE
-    >>> path = CATALOGUE["deep-100k.zip"].build(tmp_path)     # a 565-byte zip, 100,000 '[' inside
+    >>> path = CATALOGUE["deep-100k.zip"].build(tmp_path)     # a 293-byte zip, 100,000 '[' inside
     >>> CATALOGUE["deep-100k.zip"].expect                     # what the one-line error must say
     'JSON nested more than 64 levels deep'
 
@@ -153,7 +153,10 @@ def directory_lies(path: Path, members: int = 500_000) -> Path:
     many_members(path, members)
     data = bytearray(path.read_bytes())
     end = data.rfind(b"PK\x05\x06")
-    struct.pack_into("<HH", data, end + 8, 1, 1)
+    struct.pack_into("<HH", data, end + 8, 1, 1)  # members on this disk, in all
+    zip64_end = data.rfind(b"PK\x06\x06", 0, end)  # past 65,535 members the count is (also) here
+    if zip64_end != -1:
+        struct.pack_into("<QQ", data, zip64_end + 24, 1, 1)
     path.write_bytes(bytes(data))
     return path
 
