@@ -37,6 +37,7 @@ from __future__ import annotations
 import html
 import io
 import itertools
+import json
 import re
 import struct
 import zipfile
@@ -247,8 +248,7 @@ class _Metered(io.RawIOBase):
                                "(the longest post X allows takes a tenth of that)")
 
 
-OPENS = ("start_map", "start_array")
-CLOSES = ("end_map", "end_array")
+SCALARS = frozenset({"string", "number", "integer", "double", "boolean", "null"})
 
 
 def _too_deep(name: str, limits: ArchiveLimits) -> ArchiveError:
@@ -258,48 +258,75 @@ def _too_deep(name: str, limits: ArchiveLimits) -> ArchiveError:
 def _list_items(events: Iterable[tuple[str, object]], name: str, meter: _Metered, limits: ArchiveLimits) -> Iterator[object]:
     """The items of the JSON list that `events` (ijson's basic events) open with, built one at a time.
 
-    Events, not ijson's `items()`: `items()` names every event by its path, which 100,000 levels
-    deep is a string of 500 kB made again for each of 100,000 events. The depth is counted here,
-    and the list's end ends the reading (what follows it, such as a ';', is not read).
+    From basic events, not with ijson's `items()`: `items()` keeps the path of every open level, which
+    100,000 levels deep is 25 GB of "item.item.item...". Here the depth is counted as the entry is
+    built, and the list's end ends the reading (what follows it, such as a ';', is not read).
     """
-    depth = 0
-    builder = None
+    next_entry = meter.next_entry
+    opened = False  # the list itself (the first level)
+    top: dict | list | None = None  # the innermost container of the entry being built
+    top_is_list = False
+    key = None  # where the next value goes in `top`, when it is an object
+    outer: list[tuple] = []  # (container, is_list, key) of each container around `top`
     for event, value in events:
-        if event in OPENS:
-            depth += 1
-            if depth > limits.max_depth:
-                raise _too_deep(name, limits)
-            if depth == 2:
-                builder = ijson.ObjectBuilder()
-        elif depth == 1 and event not in CLOSES:  # a bare value in the list: 1, "text", null
-            yield value
-            meter.next_entry()
-            continue
-        if depth >= 2:
-            builder.event(event, value)
-        if event in CLOSES:
-            depth -= 1
-            if depth == 1:
-                yield builder.value
-                builder = None
-                meter.next_entry()
-            elif depth == 0:
-                return
+        if event == "map_key":
+            key = value
+        elif event in SCALARS:
+            if top is None:  # a bare value in the list: 1, "text", null
+                yield value
+                next_entry()
+            elif top_is_list:
+                top.append(value)
+            else:
+                top[key] = value
+        elif event == "start_map" or event == "start_array":
+            if not opened:
+                opened = True
+                continue
+            container: dict | list = {} if event == "start_map" else []
+            if top is not None:
+                if len(outer) + 3 > limits.max_depth:  # the list, `outer`, `top` and now this
+                    raise _too_deep(name, limits)
+                if top_is_list:
+                    top.append(container)
+                else:
+                    top[key] = container
+                outer.append((top, top_is_list, key))
+            top, top_is_list, key = container, event == "start_array", None
+        else:  # end_map, end_array
+            if top is None:
+                return  # the end of the list
+            done = top
+            if outer:
+                top, top_is_list, key = outer.pop()
+            else:
+                top = None
+                yield done
+                next_entry()
 
 
 def _json_value(data: bytes, where: str, limits: ArchiveLimits) -> object:
-    """One JSON value (a JSONL line, a user file), nested no deeper than the limit. Raises ijson's errors."""
-    depth = 0
-    builder = ijson.ObjectBuilder()
-    for event, value in ijson.basic_parse(data, use_float=True):
-        if event in OPENS:
-            depth += 1
-            if depth > limits.max_depth:
-                raise _too_deep(where, limits)
-        elif event in CLOSES:
-            depth -= 1
-        builder.event(event, value)
-    return builder.value
+    """One JSON value (a JSONL line, a user file), nested no deeper than the limit.
+    Raises UnicodeDecodeError or json.JSONDecodeError for what is not UTF-8 or not JSON."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError:  # Python's own parser stops at its recursion limit, about 1,000 levels
+        raise _too_deep(where, limits) from None
+    # Only a value with that many brackets can be nested that deep: most lines are never walked.
+    if data.count(b"[") + data.count(b"{") > limits.max_depth and _depth(value) > limits.max_depth:
+        raise _too_deep(where, limits)
+    return value
+
+
+def _depth(value: object) -> int:
+    """How deep lists and objects nest in `value` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _json_problem(e: Exception) -> str:
@@ -511,11 +538,11 @@ def _read_export_account(path: Path, limits: ArchiveLimits) -> Account:
     if found := _first_entry(path, "account", "account", limits):
         name, acc = found
         username = _username(acc.get("username"), name, "x")
-        display = _display_name(acc.get("accountDisplayName"), f"{name}: 'accountDisplayName'")
-        user_id = _token(acc.get("accountId"), f"{name}: 'accountId'", MAX_ID_CHARS, numbers=True)
+        display = _display_name(acc.get("accountDisplayName"), name, "'accountDisplayName'")
+        user_id = _token(acc.get("accountId"), name, "'accountId'", MAX_ID_CHARS, numbers=True)
     if found := _first_entry(path, "profile", "profile", limits):
         name, prof = found
-        avatar = _url(prof.get("avatarMediaUrl"), f"{name}: 'avatarMediaUrl'")
+        avatar = _url(prof.get("avatarMediaUrl"), name, "'avatarMediaUrl'")
     return Account(username=username or None, display_name=display or None, avatar_url=avatar or None,
                    user_id=user_id or None)
 
@@ -541,19 +568,19 @@ def _read_export_posts(path: Path, limits: ArchiveLimits) -> Iterator[Post]:
 
 def _post_from_export(t: dict, name: str, notes: dict[str, str], limits: ArchiveLimits = LIMITS) -> Post:
     id_field = "id_str" if t.get("id_str") not in (None, "") else "id"
-    tweet_id = _token(t.get(id_field), f"{name}: an entry's '{id_field}'", MAX_ID_CHARS, numbers=True) or ""
+    tweet_id = _token(t.get(id_field), name, f"an entry's '{id_field}'", MAX_ID_CHARS, numbers=True) or ""
     where = f"{name}: tweet {tweet_id or '?'}"
     field = "full_text" if "full_text" in t else "text"
     if t.get(field) is None:
         raise ArchiveError(f"{where} has no text")
-    text = _text(t[field], f"{where}: '{field}'", limits)
+    text = _text(t[field], where, f"'{field}'", limits)
     note = t.get("note_tweet")
     if isinstance(note, dict):  # long posts, when the tweet carries its note
         long_text = note.get("text")
         if long_text is None:
             long_text = _dig(note, "note_tweet_results", "result", "text")
         if long_text is not None:
-            text = _text(long_text, f"{where}: the note's 'text'", limits) or text
+            text = _text(long_text, where, "the note's 'text'", limits) or text
     elif notes:
         created = t.get("created_at")
         long_text = notes.get(tweet_id) or (notes.get(created) if isinstance(created, str) else None)
@@ -562,8 +589,8 @@ def _post_from_export(t: dict, name: str, notes: dict[str, str], limits: Archive
     return Post(
         id=tweet_id,
         text=text,
-        lang=_token(t.get("lang"), f"{where}: 'lang'", MAX_LANG_CHARS),
-        created_at=_token(t.get("created_at"), f"{where}: 'created_at'", MAX_TIME_CHARS),
+        lang=_token(t.get("lang"), where, "'lang'", MAX_LANG_CHARS),
+        created_at=_token(t.get("created_at"), where, "'created_at'", MAX_TIME_CHARS),
         retweet=bool(t.get("retweeted_status")) or text.startswith("RT @"),
         reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")
                    or t.get("in_reply_to_user_id_str")),
@@ -587,9 +614,9 @@ def _read_note_tweets(path: Path, reading: _Reading) -> dict[str, str]:
             text = core.get("text") if isinstance(core, dict) else None
             if not isinstance(text, str):
                 continue
-            where = f"{name}: note {_token(note.get('noteTweetId'), f'{name}: a note', MAX_ID_CHARS, numbers=True) or '?'}"
-            text = _text(text, f"{where}: 'text'", reading.limits)
-            tweet_id = _token(note.get("tweetId"), f"{where}: 'tweetId'", MAX_ID_CHARS, numbers=True)
+            where = f"{name}: note {_token(note.get('noteTweetId'), name, 'a note', MAX_ID_CHARS, numbers=True) or '?'}"
+            text = _text(text, where, "'text'", reading.limits)
+            tweet_id = _token(note.get("tweetId"), where, "'tweetId'", MAX_ID_CHARS, numbers=True)
             if tweet_id:
                 notes[tweet_id] = text
             created = _export_time(note.get("createdAt"))
@@ -638,30 +665,37 @@ def _kind(value: object) -> str:
     return "a number"
 
 
-def _text(value: object, where: str, limits: ArchiveLimits) -> str:
-    """A post's text: a string of at most `max_text_bytes` in UTF-8."""
-    if not isinstance(value, str):
-        raise ArchiveError(f"{where} is {_kind(value)}, not text")
-    # Counted only when it may be too long: 4 bytes a character at most.
-    if len(value) * 4 > limits.max_text_bytes and len(value.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
-        raise ArchiveError(f"{where} is longer than {limits.max_text_bytes:,} bytes "
+def _text(value: object, where: str, field: str, limits: ArchiveLimits) -> str:
+    """A post's text: a string of at most `max_text_bytes` in UTF-8 (`where`: the file and post; `field`:
+    the field, for the message, made only when there is one to give)."""
+    if type(value) is not str:
+        raise ArchiveError(f"{where}: {field} is {_kind(value)}, not text")
+    if value.isascii():
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (a \udc00 escape): no UTF-8 can hold it
+            raise ArchiveError(f"{where}: {field} is not UTF-8 (it holds a lone surrogate)") from None
+    if size > limits.max_text_bytes:
+        raise ArchiveError(f"{where}: {field} is longer than {limits.max_text_bytes:,} bytes "
                            "(X allows 25,000 characters in a post)")
     return value
 
 
-def _token(value: object, where: str, max_chars: int, numbers: bool = False) -> str | None:
+def _token(value: object, where: str, field: str, max_chars: int, numbers: bool = False) -> str | None:
     """A short one-line field (an id, a language code, a time), or None when it is absent or null.
     `numbers`: an integer is taken too (ids are numbers in some files)."""
     if value is None:
         return None
-    if numbers and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise ArchiveError(f"{where} is {_kind(value)}, not {'an id' if numbers else 'text'}")
-    if len(value) > max_chars or not value.isprintable():
-        raise ArchiveError(f"{where} is not {'an id' if numbers else 'a short line of text'} "
-                           f"({len(value):,} characters{'' if value.isprintable() else ', with control characters'})")
-    return value
+    if type(value) is str and len(value) <= max_chars and value.isprintable():
+        return value
+    if numbers and type(value) is int:
+        return str(value)
+    if type(value) is not str:
+        raise ArchiveError(f"{where}: {field} is {_kind(value)}, not {'an id' if numbers else 'text'}")
+    raise ArchiveError(f"{where}: {field} is not {'an id' if numbers else 'a short line of text'} "
+                       f"({len(value):,} characters{'' if value.isprintable() else ', with control characters'})")
 
 
 def _username(value: object, name: str, network: str | None = None) -> str | None:
@@ -680,25 +714,25 @@ def _username(value: object, name: str, network: str | None = None) -> str | Non
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
-def _display_name(value: object, where: str) -> str | None:
+def _display_name(value: object, where: str, field: str) -> str | None:
     """A display name: text, each control character (a line break, a tab) made a space; it is only shown."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ArchiveError(f"{where} is {_kind(value)}, not text")
+        raise ArchiveError(f"{where}: {field} is {_kind(value)}, not text")
     if len(value) > MAX_NAME_CHARS:
-        raise ArchiveError(f"{where} is {len(value):,} characters long; a name has {MAX_NAME_CHARS} at most")
+        raise ArchiveError(f"{where}: {field} is {len(value):,} characters long; a name has {MAX_NAME_CHARS} at most")
     return CONTROL_RE.sub(" ", value)
 
 
-def _url(value: object, where: str) -> str | None:
+def _url(value: object, where: str, field: str) -> str | None:
     """A web address (a profile picture): http(s), one line, no spaces."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ArchiveError(f"{where} is {_kind(value)}, not a web address")
+        raise ArchiveError(f"{where}: {field} is {_kind(value)}, not a web address")
     if len(value) > MAX_URL_CHARS or not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", value, re.ASCII):
-        raise ArchiveError(f"{where} is not a web address (http:// or https://, {MAX_URL_CHARS:,} characters at most)")
+        raise ArchiveError(f"{where}: {field} is not a web address (http:// or https://, {MAX_URL_CHARS:,} characters at most)")
     return value
 
 
@@ -737,8 +771,10 @@ def read_user_file(path: Path, limits: ArchiveLimits = LIMITS) -> dict | None:
         raise ArchiveError(f"{path}: longer than {limits.max_entry_bytes:,} bytes, the most a user file may hold")
     try:
         user = _json_value(data.removeprefix(BOM), str(path), limits)
-    except (ijson.common.JSONError, UnicodeDecodeError) as e:
-        raise ArchiveError(f"{path}: not a JSON user object ({_json_problem(e)})") from None
+    except UnicodeDecodeError:
+        raise ArchiveError(f"{path}: not a JSON user object (not UTF-8)") from None
+    except json.JSONDecodeError as e:
+        raise ArchiveError(f"{path}: not a JSON user object ({e.msg})") from None
     if not isinstance(user, dict):
         raise ArchiveError(f"{path}: not a JSON user object")
     return user
@@ -752,9 +788,9 @@ def _read_jsonl_account(path: Path, limits: ArchiveLimits) -> Account:
     where = str(sidecar)
     return Account(
         username=_username(user.get("username"), where),
-        display_name=_display_name(user.get("name"), f"{where}: 'name'") or None,
-        avatar_url=_url(user.get("profile_image_url"), f"{where}: 'profile_image_url'"),
-        user_id=_token(user.get("id") or None, f"{where}: 'id'", MAX_ID_CHARS, numbers=True),
+        display_name=_display_name(user.get("name"), where, "'name'") or None,
+        avatar_url=_url(user.get("profile_image_url"), where, "'profile_image_url'"),
+        user_id=_token(user.get("id") or None, where, "'id'", MAX_ID_CHARS, numbers=True),
     )
 
 
@@ -775,15 +811,12 @@ def _read_jsonl(path: Path, limits: ArchiveLimits) -> Iterator[Post]:
                                    "(the longest post X allows takes a tenth of that)")
             if not raw.strip():
                 continue
-            raw = raw.removeprefix(BOM)  # a byte-order mark some editors add
             try:
-                raw.decode("utf-8")
+                t = _json_value(raw.removeprefix(BOM), f"{path}: line {lineno}", limits)  # a mark some editors add
             except UnicodeDecodeError:
                 raise ArchiveError(f"{path}: line {lineno} is not UTF-8") from None
-            try:
-                t = _json_value(raw, f"{path}: line {lineno}", limits)
-            except (ijson.common.JSONError, UnicodeDecodeError) as e:
-                raise ArchiveError(f"{path}: line {lineno} is not JSON ({_first_line(e)})") from None
+            except json.JSONDecodeError as e:
+                raise ArchiveError(f"{path}: line {lineno} is not JSON ({e.msg})") from None
             if not isinstance(t, dict) or "text" not in t:
                 raise ArchiveError(f"{path}: line {lineno} is not an X API v2 tweet object (no 'text')")
             count += 1
@@ -795,11 +828,11 @@ def _read_jsonl(path: Path, limits: ArchiveLimits) -> Iterator[Post]:
 def post_from_v2(t: dict, where: str = "post", limits: ArchiveLimits = LIMITS) -> Post:
     """A Post from an X API v2 tweet object (as the API or `huggingtweets download` gives it).
     A field of the wrong type is an ArchiveError that starts with `where` (the file and line)."""
-    post_id = _token(t.get("id"), f"{where}: 'id'", MAX_ID_CHARS, numbers=True) or ""
-    text = _text(t.get("text"), f"{where}: 'text'", limits)
+    post_id = _token(t.get("id"), where, "'id'", MAX_ID_CHARS, numbers=True) or ""
+    text = _text(t.get("text"), where, "'text'", limits)
     note = t.get("note_tweet")
     if isinstance(note, dict) and note.get("text") is not None:
-        text = _text(note["text"], f"{where}: the note's 'text'", limits)
+        text = _text(note["text"], where, "the note's 'text'", limits)
     references = t.get("referenced_tweets") or []
     if not isinstance(references, list):
         raise ArchiveError(f"{where}: 'referenced_tweets' is {_kind(references)}, not a list")
@@ -807,8 +840,8 @@ def post_from_v2(t: dict, where: str = "post", limits: ArchiveLimits = LIMITS) -
     return Post(
         id=post_id,
         text=text,
-        lang=_token(t.get("lang"), f"{where}: 'lang'", MAX_LANG_CHARS),
-        created_at=_token(t.get("created_at"), f"{where}: 'created_at'", MAX_TIME_CHARS),
+        lang=_token(t.get("lang"), where, "'lang'", MAX_LANG_CHARS),
+        created_at=_token(t.get("created_at"), where, "'created_at'", MAX_TIME_CHARS),
         retweet="retweeted" in kinds or text.startswith("RT @"),
         reply="replied_to" in kinds or bool(t.get("in_reply_to_user_id")),
         quote="quoted" in kinds,

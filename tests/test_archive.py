@@ -630,3 +630,35 @@ def test_reading_the_100k_deep_archive_stays_under_500_mb(tmp_path):
     print(f"peak {int(peak_kb) / 1024:.0f} MB in {float(seconds):.2f} s")
     assert int(peak_kb) < 500 * 1024
     assert float(seconds) < 5
+
+
+@pytest.mark.parametrize("form", ["tweets.js", "jsonl", "user.json"])
+def test_64_levels_are_read_and_65_are_not(tmp_path, form):
+    def nested(levels: int) -> str:
+        """A post (or user) whose field `deep` makes the whole file nest `levels` deep."""
+        outer = {"tweets.js": 3, "jsonl": 1, "user.json": 1}[form]  # [ {tweet: {  /  {  /  {
+        return "[" * (levels - outer) + "]" * (levels - outer)
+
+    for levels in (64, 65):
+        if form == "tweets.js":
+            path = tmp_path / f"{levels}" / "tweets.js"
+            path.parent.mkdir()
+            path.write_text('window.YTD.tweets.part0 = [{"tweet": {"id_str": "1", "full_text": "deep", "deep": '
+                            + nested(levels) + "}}]", encoding="utf-8")
+        elif form == "jsonl":
+            path = tmp_path / f"{levels}.jsonl"
+            path.write_text('{"id": "1", "text": "deep", "deep": ' + nested(levels) + "}\n", encoding="utf-8")
+        else:
+            path = write_jsonl(tmp_path / f"{levels}.jsonl", [{"id": "1", "text": "deep"}])
+            user_sidecar = tmp_path / f"{levels}.user.json"
+            user_sidecar.write_text('{"username": "alice", "deep": ' + nested(levels) + "}", encoding="utf-8")
+        if levels == 64:
+            assert texts(open_archive(path)) == ["deep"]
+        else:
+            assert error_for(path).endswith(": JSON nested more than 64 levels deep (a post nests 6)")
+
+
+def test_a_lone_surrogate_in_jsonl_is_refused_before_it_reaches_a_file(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"id": "1", "text": "half an emoji \\ud83d"}\n', encoding="utf-8")
+    assert error_for(path) == f"{path}: line 1: 'text' is not UTF-8 (it holds a lone surrogate)"
