@@ -3,8 +3,9 @@
     python benchmarks/hostile_archives.py                 # every archive of tests/hostile_archives.py
     python benchmarks/hostile_archives.py --quick         # leave out the six that take seconds to build
     python benchmarks/hostile_archives.py --only deep-100k.zip post-256mb.zip --json
+    python benchmarks/hostile_archives.py --save benchmarks/results/cpu-hostile-archives.json
 
-The bound: every archive refused with one line on stderr and exit status 1, in under 5 seconds,
+The bound: every archive refused with one line on stderr and exit status 1, in a few seconds (under 10),
 peak memory under 500 MB.
 
 Each archive of `tests/hostile_archives.CATALOGUE` is built in a temporary folder (in a process of its
@@ -32,7 +33,7 @@ sys.path.insert(0, str(PROJECT / "tests"))
 
 from hostile_archives import CATALOGUE  # noqa: E402  (stdlib only: keeps this launcher small)
 
-BOUND_SECONDS = 5.0
+BOUND_SECONDS = 10.0  # "a few seconds": the most work is reading and cleaning 200,000 posts (about 4 s here)
 BOUND_MB = 500.0
 ERROR_PREFIX = "huggingtweets: error: "
 
@@ -70,11 +71,20 @@ def read(path: Path, folder: Path) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
+def machine() -> dict:
+    """Where the figures were taken: they vary with the machine and with what else runs on it."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0],
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="leave out the archives that take seconds to build")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(CATALOGUE), help="these archives only")
-    parser.add_argument("--json", action="store_true", help="print the results as one JSON list")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--save", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--build", nargs=2, metavar=("NAME", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
@@ -100,9 +110,12 @@ def main() -> None:
                 path.unlink()
     launcher_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    report = {"machine": machine(), "bound_seconds": BOUND_SECONDS, "bound_mb": BOUND_MB,
+              "launcher_peak_rss_mb": round(launcher_mb, 1), "results": results}
+    if args.save:
+        args.save.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if args.json:
-        print(json.dumps({"results": results, "launcher_peak_rss_mb": round(launcher_mb, 1),
-                          "bound_seconds": BOUND_SECONDS, "bound_mb": BOUND_MB}))
+        print(json.dumps(report))
     else:
         print(f"\n| archive | bytes on disk | outcome (the one line on stderr) | seconds | peak RSS MB | bound |")
         print("| --- | ---: | --- | ---: | ---: | --- |")

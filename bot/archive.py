@@ -77,9 +77,10 @@ class ArchiveLimits:
     # tweets.js split in parts (tweets-part1.js, ...): X writes a handful.
     max_parts: int = 1_000
     # Members of a zip: an export holds its data files and every photo and video, some thousands.
+    # Python's zipfile keeps an object of about 500 bytes for each: 200,000 take about 100 MB.
     max_members: int = 200_000
-    # A zip's central directory, which Python's zipfile reads whole, keeping about 500 bytes for each
-    # entry: 24 MB of the smallest entries (47 bytes) is about 250 MB of memory and 2 s.
+    # A zip's central directory, read whole to count its members before zipfile reads it again:
+    # about 120 bytes a member in an export.
     max_directory_bytes: int = 24_000_000
 
 
@@ -351,11 +352,14 @@ def _first_line(e: Exception) -> str:
 EOCD = struct.Struct("<4s4H2LH")  # the end of central directory record
 ZIP64_LOCATOR = struct.Struct("<4sLQL")
 ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+CENTRAL_ENTRY = struct.Struct("<4s6H3L5H2L")  # a central directory entry, before its name
 
 
-def _zip_directory(path: Path) -> tuple[int, int] | None:
-    """(members, central directory bytes) as the zip's end record declares them, found the way zipfile
-    finds it; read before zipfile reads the whole directory into memory. None when there is no end record."""
+def _zip_members(path: Path, limits: ArchiveLimits) -> int | None:
+    """How many members a zip has, counted in its central directory before zipfile reads it (zipfile keeps
+    an object of about 500 bytes for each, and trusts no count but its own walk). The directory is found
+    the way zipfile finds it. Raises ArchiveError past `max_directory_bytes` or `max_members`; None when
+    there is no end record to start from (zipfile then says what is wrong)."""
     with open(path, "rb") as f:
         size = f.seek(0, io.SEEK_END)
         tail_length = min(size, EOCD.size + 0xFFFF)  # the record, then a comment of up to 64 kB
@@ -365,6 +369,7 @@ def _zip_directory(path: Path) -> tuple[int, int] | None:
         if at < 0 or len(tail) - at < EOCD.size:
             return None
         members, directory_bytes = EOCD.unpack_from(tail, at)[4:6]
+        directory_end = size - tail_length + at
         if at >= ZIP64_LOCATOR.size:
             signature, _, zip64_at, _ = ZIP64_LOCATOR.unpack_from(tail, at - ZIP64_LOCATOR.size)
             if signature == b"PK\x06\x07" and zip64_at < size:
@@ -372,7 +377,26 @@ def _zip_directory(path: Path) -> tuple[int, int] | None:
                 record = f.read(ZIP64_EOCD.size)
                 if len(record) == ZIP64_EOCD.size and record[:4] == b"PK\x06\x06":
                     members, directory_bytes = ZIP64_EOCD.unpack(record)[7:9]
-        return members, directory_bytes
+                    directory_end -= ZIP64_EOCD.size + ZIP64_LOCATOR.size
+        if members > limits.max_members:
+            raise ArchiveError(f"{path}: {members:,} members; a zip may hold {limits.max_members:,} at most")
+        if directory_bytes > limits.max_directory_bytes:
+            raise ArchiveError(f"{path}: a central directory of {directory_bytes:,} bytes; "
+                               f"a zip may have {limits.max_directory_bytes:,} at most")
+        if not 0 <= directory_end - directory_bytes <= size:
+            return None
+        f.seek(directory_end - directory_bytes)
+        directory = f.read(directory_bytes)
+    # The end record's count may understate: walk the entries (46 bytes, then a name, extra and comment).
+    count, position = 0, 0
+    while position + CENTRAL_ENTRY.size <= len(directory) and directory[position:position + 4] == b"PK\x01\x02":
+        name_length, extra_length, comment_length = CENTRAL_ENTRY.unpack_from(directory, position)[10:13]
+        position += CENTRAL_ENTRY.size + name_length + extra_length + comment_length
+        count += 1
+        if count > limits.max_members:
+            raise ArchiveError(f"{path}: more than {limits.max_members:,} members; a zip may hold "
+                               f"{limits.max_members:,} at most")
+    return count
 
 
 def _wanted(name: str) -> bool:
@@ -383,20 +407,13 @@ def _wanted(name: str) -> bool:
 
 def _check_zip(path: Path, limits: ArchiveLimits) -> None:
     """Refuse, before reading any data, a zip past a limit or with data files this module cannot read."""
-    directory = _zip_directory(path)
-    if directory is not None:
-        members, directory_bytes = directory
-        if members > limits.max_members:
-            raise ArchiveError(f"{path}: {members:,} members; a zip may hold {limits.max_members:,} at most")
-        if directory_bytes > limits.max_directory_bytes:
-            raise ArchiveError(f"{path}: a central directory of {directory_bytes:,} bytes; "
-                               f"a zip may have {limits.max_directory_bytes:,} at most")
+    _zip_members(path, limits)
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, ValueError, struct.error, EOFError, OverflowError, NotImplementedError) as e:
         raise ArchiveError(f"{path}: not a readable zip file ({_first_line(e)})") from None
-    if len(infos) > limits.max_members:  # the end record may understate
+    if len(infos) > limits.max_members:  # when the directory could not be walked beforehand
         raise ArchiveError(f"{path}: {len(infos):,} members; a zip may hold {limits.max_members:,} at most")
     data_files = [info for info in infos if _wanted(info.filename)]
     parts = [info for info in data_files if TWEET_PART_RE.match(info.filename.rsplit("/", 1)[-1])]

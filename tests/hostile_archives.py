@@ -149,7 +149,7 @@ def many_members(path: Path, members: int = 210_000) -> Path:
 
 
 def directory_lies(path: Path, members: int = 500_000) -> Path:
-    """Half a million tiny members while the end record declares one: zipfile parses them all."""
+    """Half a million tiny members while the end record declares one (zipfile would parse them all)."""
     many_members(path, members)
     data = bytearray(path.read_bytes())
     end = data.rfind(b"PK\x05\x06")
@@ -273,7 +273,7 @@ CATALOGUE = {h.name: h for h in [
     Hostile("bomb-parts.zip", many_parts, "an archive may hold 2,000,000,000 at most", heavy=True),
     Hostile("sizes-lie.zip", understated, "corrupt zip member"),
     Hostile("members-210k.zip", many_members, "a zip may hold 200,000 at most", heavy=True),
-    Hostile("directory-lies.zip", directory_lies, "a zip may hold 200,000 at most", heavy=True),
+    Hostile("directory-lies.zip", directory_lies, "more than 200,000 members", heavy=True),
     Hostile("encrypted.zip", encrypted, "encrypted"),
     Hostile("lzma.zip", lzma, "compressed with LZMA (method 14)"),
     Hostile("method-77.zip", unknown_method, "compressed with an unknown method (method 77)"),
