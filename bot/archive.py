@@ -58,8 +58,9 @@ from bot.mentions import normalize_handle
 class ArchiveLimits:
     """The most one archive may hold. Each limit is checked while reading, before it costs more."""
 
-    # JSON nesting: a tweet object nests 6 levels (entities.media[].sizes.large.w); 64 leaves room
-    # and stops a file of 100,000 '[' at its 65th byte.
+    # JSON nesting: X's files nest fewer than 10 levels (the list, an entry, its tweet, then
+    # extended_entities.media[].video_info.variants[]); 64 leaves room, and stops a file of 100,000 '['
+    # at its 65th.
     max_depth: int = 64
     # The text of one post in UTF-8: X allows 25,000 characters, 4 bytes each at most.
     max_text_bytes: int = 100_000
@@ -246,14 +247,14 @@ class _Metered(io.RawIOBase):
                                f"{self.reading.limits.max_total_bytes:,} bytes together, the most read from one archive")
         if self.entry_limit is not None and self.read_bytes - self.entry_start > self.entry_limit + READ_SIZE:
             raise ArchiveError(f"{self.name}: an entry longer than {self.entry_limit:,} bytes "
-                               "(the longest post X allows takes a tenth of that)")
+                               "(the longest post X allows takes at most a third of that)")
 
 
 SCALARS = frozenset({"string", "number", "integer", "double", "boolean", "null"})
 
 
 def _too_deep(name: str, limits: ArchiveLimits) -> ArchiveError:
-    return ArchiveError(f"{name}: JSON nested more than {limits.max_depth} levels deep (a post nests 6)")
+    return ArchiveError(f"{name}: JSON nested more than {limits.max_depth} levels deep (X's own files nest fewer than 10)")
 
 
 def _list_items(events: Iterable[tuple[str, object]], name: str, meter: _Metered, limits: ArchiveLimits) -> Iterator[object]:
@@ -825,7 +826,7 @@ def _read_jsonl(path: Path, limits: ArchiveLimits) -> Iterator[Post]:
                 break
             if len(raw) > limits.max_entry_bytes:
                 raise ArchiveError(f"{path}: line {lineno} is longer than {limits.max_entry_bytes:,} bytes "
-                                   "(the longest post X allows takes a tenth of that)")
+                                   "(the longest post X allows takes at most a third of that)")
             if not raw.strip():
                 continue
             try:
