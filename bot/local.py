@@ -12,18 +12,26 @@ The inbox holds one mention per line: `{"id": "1", "author_username": "carol", "
 Replies are appended to the outbox as `{"id": ..., "in_reply_to_tweet_id": ..., "text": ...}`.
 An archive named `<handle>.zip`, `<handle>.jsonl` or `<handle>/` in `archives_dir` stands for that
 account's timeline; a `<handle>.user.json` with `"protected": true` stands for a protected account.
+
+Handles are checked before anything else is done with them: a mention whose author is not a handle is
+passed over (and logged once), never stored, and no path is made from a handle that is not one, so
+nothing outside `archives_dir` is ever read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bot.archive import Archive, find_archive
-from bot.errors import AccountError, ArchiveError
 from bot.adapters import Mention
+from bot.archive import Archive, find_archive, read_user_file
+from bot.errors import AccountError, ArchiveError, HandleError
+from bot.mentions import normalize_handle
+
+log = logging.getLogger("huggingtweets.local")
 
 BOT_USER_ID = "0"
 
@@ -37,6 +45,7 @@ class LocalX:
         self.archives_dir = Path(archives_dir)
         self.bot_handle = bot_handle
         self.bot_user_id = BOT_USER_ID
+        self._passed_over: set[str] = set()  # inbox lines already logged as unusable
 
     @classmethod
     def from_settings(cls, settings) -> LocalX:
@@ -46,9 +55,10 @@ class LocalX:
     # --- mentions and replies -------------------------------------------------------------------
 
     def add_mention(self, author_username: str, text: str, **fields) -> str:
-        """Append a mention to the inbox (for the demo and for trying the bot by hand)."""
-        existing = list(self._read(self.inbox))
-        mention_id = str(max((int(m["id"]) for m in existing), default=0) + 1)
+        """Append a mention to the inbox (for the demo and for trying the bot by hand).
+        Raises HandleError when the author is not a handle."""
+        normalize_handle(author_username, "x")
+        mention_id = str(max((int(m["id"]) for m in self._inbox_records()), default=0) + 1)
         record = {"id": mention_id, "author_username": author_username, "text": text,
                   "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"), **fields}
         _append_line(self.inbox, record)
@@ -58,11 +68,29 @@ class LocalX:
         """Mentions newer than `since_id`, oldest first."""
         after = int(since_id) if since_id else 0
         found = []
-        for record in self._read(self.inbox):
+        for record in self._inbox_records():
             if int(record["id"]) > after:
+                if problem := _author_problem(record.get("author_username")):
+                    self._pass_over(f"mention {record['id']}: {problem}")
+                    continue
                 fields = {k: str(v) for k, v in record.items() if k in Mention.__dataclass_fields__ and v is not None}
                 found.append(Mention(**{"author_id": "", **fields}))
         return sorted(found, key=lambda m: int(m.id))
+
+    def _inbox_records(self):
+        """The inbox's mentions; a line that is not one (not JSON, no whole-number id) is passed over."""
+        for lineno, record in enumerate(self._read(self.inbox, strict=False), 1):
+            if record is None:
+                self._pass_over(f"line {lineno} is not JSON")
+            elif not isinstance(record, dict) or not _is_number(record.get("id")):
+                self._pass_over(f"line {lineno} is not a mention with a number for its id")
+            else:
+                yield record
+
+    def _pass_over(self, reason: str) -> None:
+        if reason not in self._passed_over:  # the inbox is read again at every poll: say it once
+            self._passed_over.add(reason)
+            log.warning("%s: %s; passed over", self.inbox, reason)
 
     def reply(self, in_reply_to_tweet_id: str, text: str) -> str:
         replies = list(self._read(self.outbox))
@@ -79,8 +107,12 @@ class LocalX:
     def download_archives(self, handles: list[str]) -> dict[str, Archive]:
         archives = {}
         for handle in handles:
-            sidecar = self.archives_dir / f"{handle}.user.json"
-            if sidecar.exists() and json.loads(sidecar.read_text(encoding="utf-8")).get("protected"):
+            handle = normalize_handle(handle)  # before it becomes part of a path
+            try:
+                user = read_user_file(self.archives_dir / f"{handle}.user.json")
+            except ArchiveError:
+                user = None
+            if user and user.get("protected"):  # anything but false or absent: never model by mistake
                 raise AccountError(handle, "protected")
             try:
                 archive = find_archive(self.archives_dir, handle) if self.archives_dir.is_dir() else None
@@ -92,13 +124,35 @@ class LocalX:
         return archives
 
     @staticmethod
-    def _read(path: Path):
+    def _read(path: Path, strict: bool = True):
+        """The JSON records of a file, one a line; with `strict` off, None for a line that is not JSON."""
         if not path.exists():
             return
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        yield json.loads(line)
+                    except (json.JSONDecodeError, RecursionError):
+                        if strict:
+                            raise
+                        yield None
+
+
+def _author_problem(author: object) -> str | None:
+    """Why a mention's author cannot be answered or modelled; None when it is a handle."""
+    if not isinstance(author, str):
+        return "no author_username"
+    try:
+        normalize_handle(author, "x")
+    except HandleError as e:
+        return f"the author {e}"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    """Whether an inbox id is a whole number ("12" or 12), as on X."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).isascii() and str(value).isdigit()
 
 
 def _append_line(path: Path, record: dict) -> None:

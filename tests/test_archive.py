@@ -7,16 +7,23 @@ or by hand, and JSONL files of X API v2 tweet objects.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import tracemalloc
 import zipfile
 from pathlib import Path
 
+import hostile_archives
 import pytest
+from hostile_archives import CATALOGUE
 
-from bot.archive import Account, Archive, find_archive, open_archive, post_from_v2
+from bot.archive import Account, Archive, ArchiveLimits, find_archive, open_archive, post_from_v2
 from bot.errors import ArchiveError, HandleError
 from bot.synthetic import export_files, synthetic_tweets, v2_to_export, write_export, write_jsonl
 
+PROJECT = Path(__file__).resolve().parent.parent
 ALICE = {"id": "1000", "username": "alice", "name": "Alice ☕",
          "profile_image_url": "https://pbs.twimg.com/profile_images/1/alice_normal.jpg"}
 
@@ -402,3 +409,257 @@ def test_broken_user_sidecar(tmp_path, tweets):
 def test_unknown_kind_of_file(tmp_path):
     (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     assert "unknown archive form" in error_for(tmp_path / "notes.txt")
+
+
+# --- hostile archives: each refused in one line, quickly, in bounded memory -----------------------
+#
+# The archives come from `hostile_archives.CATALOGUE` (also built, at full size, by
+# benchmarks/hostile_archives.py). The heavy ones (gigabytes compressed) are built here at a small
+# size and read with tighter limits: the same check, the same line.
+
+QUICK = [h for h in CATALOGUE.values() if not h.heavy]
+
+
+@pytest.mark.parametrize("hostile", QUICK, ids=[h.name for h in QUICK])
+def test_a_hostile_archive_is_one_line_that_names_the_file_and_the_limit(tmp_path, hostile):
+    path = hostile.build(tmp_path)
+    started = time.monotonic()
+    message = error_for(path)
+    assert time.monotonic() - started < 2.0
+    assert message.startswith(str(path)), message
+    assert hostile.expect in message
+
+
+def test_the_heavy_hostile_archives_are_in_the_catalogue_and_the_benchmark():
+    assert {h.name for h in CATALOGUE.values() if h.heavy} == {
+        "spaces-900mb.zip", "bomb-1.5gb.zip", "bomb-parts.zip", "members-210k.zip", "directory-lies.zip",
+        "posts-200k.zip"}
+
+
+def limited_error(path: Path, **limits) -> str:
+    with pytest.raises(ArchiveError) as caught:
+        list(open_archive(path, ArchiveLimits(**limits)).posts())
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_list_that_never_ends_is_refused_after_one_entry_s_worth(tmp_path):
+    path = hostile_archives.whitespace_flood(tmp_path / "spaces.zip", megabytes=3)
+    assert error_for(path) == (f"{path}:data/tweets.js: an entry longer than 1,000,000 bytes "
+                               "(the longest post X allows takes at most a third of that)")
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_size_before_reading(tmp_path):
+    path = hostile_archives.big_member(tmp_path / "bomb.zip", megabytes=2)
+    with pytest.raises(ArchiveError) as caught:
+        open_archive(path, ArchiveLimits(max_file_bytes=1_000_000))  # at once: not a byte inflated
+    assert str(caught.value) == (f"{path}:data/tweets.js: 2,097,180 bytes uncompressed; "
+                                 "one file may hold 1,000,000 at most")
+
+
+def test_parts_below_the_file_limit_are_refused_together(tmp_path):
+    path = hostile_archives.many_parts(tmp_path / "parts.zip", parts=3, megabytes=1)
+    assert limited_error(path, max_total_bytes=2_500_000) == (
+        f"{path}: the data files hold 3,145,812 bytes uncompressed together; an archive may hold 2,500,000 at most")
+
+
+def test_the_total_is_counted_as_read_where_nothing_declares_it(tmp_path):
+    """An extracted folder declares no sizes: the bytes are counted as they stream."""
+    for part in range(3):
+        name = "tweets.js" if part == 0 else f"tweets-part{part}.js"
+        posts = [export_tweet(f"post {n} of part {part}, about the sea", f"{part}{n}") for n in range(2_000)]
+        (tmp_path / name).write_bytes(ytd("tweets", posts, part))
+    size = (tmp_path / "tweets.js").stat().st_size
+    message = limited_error(tmp_path, max_total_bytes=int(size * 2.5))
+    assert message == (f"{tmp_path / 'tweets-part2.js'}: the archive's files hold more than {int(size * 2.5):,} "
+                       "bytes together, the most read from one archive")
+    assert len(list(open_archive(tmp_path, ArchiveLimits(max_total_bytes=size * 3 + 1)).posts())) == 6_000
+
+
+def test_a_file_over_its_limit_in_a_folder_is_refused_by_its_size(tmp_path):
+    (tmp_path / "tweets.js").write_bytes(ytd("tweets", [export_tweet("x" * 5_000)]))
+    size = (tmp_path / "tweets.js").stat().st_size
+    assert limited_error(tmp_path, max_file_bytes=4_000) == (
+        f"{tmp_path / 'tweets.js'}: {size:,} bytes; one file may hold 4,000 at most")
+
+
+@pytest.mark.parametrize("lying", [False, True], ids=["declared", "understated"])
+def test_too_many_zip_members(tmp_path, lying):
+    """The end record's count is checked before zipfile reads the directory; when it understates, the
+    entries are counted, still before zipfile makes an object of each."""
+    build = hostile_archives.directory_lies if lying else hostile_archives.many_members
+    path = build(tmp_path / "many.zip", 50)
+    assert limited_error(path, max_members=40) == (
+        f"{path}: {'more than 40' if lying else '51'} members; a zip may hold 40 at most")
+
+
+def test_a_central_directory_over_its_limit(tmp_path):
+    path = hostile_archives.many_members(tmp_path / "many.zip", 50)
+    directory = zipfile.ZipFile(path)
+    size = path.stat().st_size - directory.start_dir - 22
+    assert limited_error(path, max_directory_bytes=1_000) == (
+        f"{path}: a central directory of {size:,} bytes; a zip may have 1,000 at most")
+
+
+def test_too_many_posts(tmp_path):
+    path = hostile_archives.too_many_posts(tmp_path / "posts.zip", 101)
+    assert limited_error(path, max_posts=100) == (
+        f"{path}:data/tweets.js: more than 100 posts, the most read from one archive")
+    assert len(list(open_archive(path, ArchiveLimits(max_posts=101)).posts())) == 101
+
+
+def test_too_many_posts_in_jsonl(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", synthetic_tweets(30, seed=1))
+    assert limited_error(path, max_posts=29) == f"{path}: more than 29 posts, the most read from one archive"
+
+
+def test_too_many_tweets_js_parts(tmp_path):
+    for part in range(4):
+        (tmp_path / ("tweets.js" if part == 0 else f"tweets-part{part}.js")).write_bytes(ytd("tweets", [], part))
+    with pytest.raises(ArchiveError) as caught:
+        open_archive(tmp_path, ArchiveLimits(max_parts=3))
+    assert str(caught.value) == f"{tmp_path}: 4 tweets.js parts; an export may have 3 at most"
+
+
+def test_the_longest_post_x_allows_is_read_and_one_byte_more_is_refused(tmp_path):
+    longest = "😀" * 25_000  # 100,000 bytes of UTF-8, written as \ud83d\ude00 escapes: 300 kB of JSON
+    (tmp_path / "tweets.js").write_text(
+        "window.YTD.tweets.part0 = " + json.dumps([export_tweet(longest, "1"), export_tweet(longest + "!", "2")]),
+        encoding="ascii")
+    archive = open_archive(tmp_path / "tweets.js")
+    posts = archive.posts()
+    assert next(posts).text == longest
+    with pytest.raises(ArchiveError) as caught:
+        next(posts)
+    assert str(caught.value) == (f"{tmp_path / 'tweets.js'}: tweet 2: 'full_text' is longer than 100,000 bytes "
+                                 "(X allows 25,000 characters in a post)")
+
+
+def test_an_entry_just_under_the_entry_limit_is_read(tmp_path):
+    """The entry limit counts JSON bytes, within a read's worth; an entry below it is never refused."""
+    escaped = "\\u0061" * 99_000  # 594 kB of JSON for 99,000 characters of text
+    entry = '{"tweet": {"id_str": "1", "full_text": "' + escaped + '", "pad": "' + "p" * 390_000 + '"}}'
+    (tmp_path / "tweets.js").write_text(f"window.YTD.tweets.part0 = [{entry}, {entry}]", encoding="ascii")
+    assert [len(t) for t in texts(open_archive(tmp_path / "tweets.js"))] == [99_000, 99_000]
+
+
+def test_a_long_note_is_refused(tmp_path):
+    (tmp_path / "tweets.js").write_bytes(ytd("tweets", [export_tweet("Cut short here…", "55")]))
+    (tmp_path / "note-tweet.js").write_bytes(ytd("note_tweet", [{"noteTweet": {
+        "noteTweetId": "9", "tweetId": "55", "core": {"text": "n" * 100_001}}}]))
+    assert error_for(tmp_path) == (f"{tmp_path / 'note-tweet.js'}: note 9: 'text' is longer than 100,000 bytes "
+                                   "(X allows 25,000 characters in a post)")
+
+
+def test_a_lone_surrogate_is_not_utf8(tmp_path):
+    (tmp_path / "tweets.js").write_bytes(b'window.YTD.tweets.part0 = [{"tweet": {"id_str": "1", "full_text": "\\udc00"}}]')
+    assert error_for(tmp_path / "tweets.js").startswith(f"{tmp_path / 'tweets.js'}: not UTF-8")
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"id": "1", "text": "ok", "lang": 5}', "line 1: 'lang' is a number, not text"),
+    ('{"id": "1", "text": ["a"]}', "line 1: 'text' is a list, not text"),
+    ('{"id": {"n": 1}, "text": "ok"}', "line 1: 'id' is an object, not an id"),
+    ('{"id": "1", "text": "ok", "created_at": 1700000000}', "line 1: 'created_at' is a number, not text"),
+    ('{"id": "1", "text": "ok", "referenced_tweets": 5}', "line 1: 'referenced_tweets' is a number, not a list"),
+    ('{"id": "1", "text": "ok", "note_tweet": {"text": 5}}', "line 1: the note's 'text' is a number, not text"),
+    ('{"id": "1\\n2", "text": "ok"}', "line 1: 'id' is not an id (3 characters, with control characters)"),
+    ('[' * 100_000, "line 1: JSON nested more than 64 levels deep (X's own files nest fewer than 10)"),
+])
+def test_jsonl_fields_of_the_wrong_type(tmp_path, line, expected):
+    path = tmp_path / "a.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    assert error_for(path) == f"{path}: {expected}"
+
+
+def test_referenced_tweets_of_odd_shapes_are_no_crash():
+    post = post_from_v2({"id": "1", "text": "hi", "referenced_tweets": [5, {"type": ["x"]}, {"type": "quoted"}]})
+    assert post.quote and not post.retweet
+
+
+@pytest.mark.parametrize("user, expected", [
+    ({"username": ["alice"]}, "'username' is a list, not a handle"),
+    ({"username": "al ice"}, "the username 'al ice' is not an X handle"),
+    ({"username": "alice", "name": 5}, "'name' is a number, not text"),
+    ({"username": "alice", "profile_image_url": ["x"]}, "'profile_image_url' is a list, not a web address"),
+    ({"username": "alice", "profile_image_url": "javascript:alert(1)"}, "'profile_image_url' is not a web address"),
+    ({"username": "alice", "id": [1]}, "'id' is a list, not an id"),
+])
+def test_user_file_fields_of_the_wrong_type(tmp_path, user, expected):
+    path = write_jsonl(tmp_path / "alice.jsonl", synthetic_tweets(3, seed=1), user=user)
+    assert error_for(path).startswith(f"{tmp_path / 'alice.user.json'}: {expected}")
+
+
+def test_a_user_file_nested_deep_or_too_long(tmp_path):
+    path = write_jsonl(tmp_path / "alice.jsonl", synthetic_tweets(3, seed=1))
+    (tmp_path / "alice.user.json").write_bytes(b"[" * 200_000)
+    assert error_for(path) == f"{tmp_path / 'alice.user.json'}: JSON nested more than 64 levels deep (X's own files nest fewer than 10)"
+    (tmp_path / "alice.user.json").write_bytes(b'{"name": "' + b"a" * 1_000_001 + b'"}')
+    assert error_for(path).startswith(f"{tmp_path / 'alice.user.json'}: longer than 1,000,000 bytes")
+
+
+def test_control_characters_in_a_display_name_become_spaces(tmp_path):
+    files = {"data/tweets.js": ytd("tweets", [export_tweet("hello there")]),
+             "data/account.js": ytd("account", [{"account": {"username": "bob", "accountDisplayName": "Bob\nthe\tbuilder  ☕"}}])}
+    assert open_archive(write_zip(tmp_path / "bob.zip", files)).account.display_name == "Bob the builder  ☕"
+
+
+def test_ids_given_as_numbers_are_read_as_text(tmp_path):
+    files = {"data/tweets.js": ytd("tweets", [{"tweet": {"id": 12, "full_text": "a number for an id"}}]),
+             "data/account.js": ytd("account", [{"account": {"username": "bob", "accountId": 42}}])}
+    archive = open_archive(write_zip(tmp_path / "bob.zip", files))
+    assert archive.account.user_id == "42"
+    assert [p.id for p in archive.posts()] == ["12"]
+
+
+def test_reading_the_100k_deep_archive_stays_under_500_mb(tmp_path):
+    """Peak resident memory of a fresh process reading it, from getrusage. A small launcher starts the
+    reader, so the peak is not the test runner's own (Linux carries a parent's peak across fork and exec)."""
+    path = hostile_archives.deep_arrays(tmp_path / "deep.zip")
+    assert path.stat().st_size < 600
+    reader = ("import sys; from bot.archive import open_archive; from bot.errors import ArchiveError\n"
+              "try: list(open_archive(sys.argv[1]).posts())\n"
+              "except ArchiveError as e: print(e)")
+    launcher = ("import os, subprocess, sys, time; t = time.monotonic()\n"
+                "child = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)\n"
+                "out = child.stdout.read(); _, status, usage = os.wait4(child.pid, 0)\n"
+                "print(usage.ru_maxrss, time.monotonic() - t, out.strip(), sep='\\t')")
+    done = subprocess.run([sys.executable, "-c", launcher, reader, str(path)], capture_output=True, text=True,
+                          timeout=60, env=os.environ | {"PYTHONPATH": str(PROJECT)})
+    peak_kb, seconds, outcome = done.stdout.rstrip("\n").split("\t")
+    assert outcome == f"{path}:data/tweets.js: JSON nested more than 64 levels deep (X's own files nest fewer than 10)"
+    print(f"peak {int(peak_kb) / 1024:.0f} MB in {float(seconds):.2f} s")
+    assert int(peak_kb) < 500 * 1024
+    assert float(seconds) < 5
+
+
+@pytest.mark.parametrize("form", ["tweets.js", "jsonl", "user.json"])
+def test_64_levels_are_read_and_65_are_not(tmp_path, form):
+    def nested(levels: int) -> str:
+        """A post (or user) whose field `deep` makes the whole file nest `levels` deep."""
+        outer = {"tweets.js": 3, "jsonl": 1, "user.json": 1}[form]  # [ {tweet: {  /  {  /  {
+        return "[" * (levels - outer) + "]" * (levels - outer)
+
+    for levels in (64, 65):
+        if form == "tweets.js":
+            path = tmp_path / f"{levels}" / "tweets.js"
+            path.parent.mkdir()
+            path.write_text('window.YTD.tweets.part0 = [{"tweet": {"id_str": "1", "full_text": "deep", "deep": '
+                            + nested(levels) + "}}]", encoding="utf-8")
+        elif form == "jsonl":
+            path = tmp_path / f"{levels}.jsonl"
+            path.write_text('{"id": "1", "text": "deep", "deep": ' + nested(levels) + "}\n", encoding="utf-8")
+        else:
+            path = write_jsonl(tmp_path / f"{levels}.jsonl", [{"id": "1", "text": "deep"}])
+            user_sidecar = tmp_path / f"{levels}.user.json"
+            user_sidecar.write_text('{"username": "alice", "deep": ' + nested(levels) + "}", encoding="utf-8")
+        if levels == 64:
+            assert texts(open_archive(path)) == ["deep"]
+        else:
+            assert error_for(path).endswith(": JSON nested more than 64 levels deep (X's own files nest fewer than 10)")
+
+
+def test_a_lone_surrogate_in_jsonl_is_refused_before_it_reaches_a_file(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"id": "1", "text": "half an emoji \\ud83d"}\n', encoding="utf-8")
+    assert error_for(path) == f"{path}: line 1: 'text' is not UTF-8 (it holds a lone surrogate)"

@@ -12,10 +12,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from hostile_archives import CATALOGUE
 import typer.main
 from typer.testing import CliRunner
 
@@ -299,6 +301,21 @@ def test_malformed_jsonl_line(tmp_path):
     path.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": oops}\n', encoding="utf-8")
     message = assert_one_line_error(huggingtweets("dataset", "alice", "--archive", path), 1)
     assert message.startswith(f"{path}: line 2 is not JSON")
+
+
+HOSTILE = [h for h in CATALOGUE.values() if not h.heavy]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_a_hostile_archive_is_one_line_and_exit_1_in_seconds(tmp_path, hostile):
+    """Each archive of `hostile_archives.CATALOGUE` that builds quickly (the rest, at full size, are in
+    benchmarks/hostile_archives.py): a 565-byte zip nested 100,000 deep, a 256 MB post, a zip bomb, ..."""
+    path = hostile.build(tmp_path)
+    started = time.monotonic()
+    result = huggingtweets("dataset", "alice", "--archive", path)
+    assert time.monotonic() - started < 10  # the interpreter and imports take most of it
+    message = assert_one_line_error(result, 1)
+    assert message.startswith(str(path)) and hostile.expect in message
 
 
 def test_empty_archive(tmp_path):
