@@ -337,23 +337,6 @@ def run(
 
 
 @app.command(rich_help_panel=BOT)
-def worker(
-    ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The worker's name in status (default: huggingtweets@HOSTNAME; give each worker on one machine its own).")] = None,
-) -> None:
-    """Run one training worker: take jobs from the queue one at a time, train, publish, until SIGTERM.
-
-    For a bot with executor = "celery" in the train section of the config; start one worker per GPU.
-    The queue is broker_url in the celery section, or CELERY_BROKER_URL. The worker publishes the
-    models itself, so it needs HF_TOKEN; it reads nothing from X and shares no disk with the bot.
-    """
-    from bot.celery_app import run_worker
-
-    setup_logging()
-    run_worker(settings(ctx), name)
-
-
-@app.command(rich_help_panel=BOT)
 def status(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", help="Most recent requests to show.")] = 20,
@@ -391,6 +374,23 @@ def status(
     budget = settings(ctx).bot.daily_budget_usd
     out.print(f"{store.queue_length()} waiting or in progress. Spent today (UTC): ${today:.2f}"
               + (f" of ${budget:.2f}" if budget else "") + f"; last 7 days: ${week:.2f}")
+
+
+@app.command(rich_help_panel=BOT)
+def worker(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The worker's name in status (default: huggingtweets@HOSTNAME; give each worker on one machine its own).")] = None,
+) -> None:
+    """Run one training worker: take jobs from the queue one at a time, train, publish, until SIGTERM.
+
+    For a bot with executor = "celery" in the train section of the config; start one worker per GPU.
+    The queue is broker_url in the celery section, or CELERY_BROKER_URL. The worker publishes the
+    models itself, so it needs HF_TOKEN; it reads nothing from X and shares no disk with the bot.
+    """
+    from bot.celery_app import run_worker
+
+    setup_logging()
+    run_worker(settings(ctx), name)
 
 
 def status_record(r, spend_usd: float) -> dict:
