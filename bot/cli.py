@@ -368,7 +368,7 @@ def status(
         table.add_column(column, overflow="fold")
     for r in requests:
         table.add_row(str(r.id), r.state, f"@{r.requester}", " ".join(f"@{h}" for h in r.handles), _age(now - r.created_at),
-                      r.executor or "", str(r.attempts), f"${spend[r.id]:.3f}",
+                      where_it_runs(r), str(r.attempts), f"${spend[r.id]:.3f}",
                       r.reason if r.state in ("failed", "rejected") or r.attempts else "")
     # In a pipe or a log there is no width to fit: print wide rather than fold every cell.
     (out if out.is_terminal else Console(width=200, markup=False, highlight=False)).print(table)
@@ -377,12 +377,34 @@ def status(
               + (f" of ${budget:.2f}" if budget else "") + f"; last 7 days: ${week:.2f}")
 
 
+@app.command(rich_help_panel=BOT)
+def worker(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The worker's name in status (default: huggingtweets@HOSTNAME; give each worker on one machine its own).")] = None,
+) -> None:
+    """Run one training worker: take jobs from the queue one at a time, train, publish, until SIGTERM.
+
+    For a bot with executor = "celery" in the train section of the config; start one worker per GPU.
+    The queue is broker_url in the celery section, or CELERY_BROKER_URL. The worker publishes the
+    models itself, so it needs HF_TOKEN; it reads nothing from X and shares no disk with the bot.
+    """
+    from bot.celery_app import run_worker
+
+    setup_logging()
+    run_worker(settings(ctx), name)
+
+
 def status_record(r, spend_usd: float) -> dict:
     """One request as `status --json` shows it."""
     return {"id": r.id, "state": r.state, "kind": r.kind, "requester": r.requester, "handles": list(r.handles),
             "repo": r.repo, "attempts": r.attempts, "last_error": r.reason if r.state == "failed" or r.attempts else None,
-            "reason": r.reason, "executor": r.executor, "job_id": r.job_id, "model_url": r.model_url,
+            "reason": r.reason, "executor": r.executor, "worker": r.job_host, "job_id": r.job_id, "model_url": r.model_url,
             "reply": r.reply_status, "spend_usd": spend_usd, "created_at": r.created_at, "updated_at": r.updated_at}
+
+
+def where_it_runs(r) -> str:
+    """'local', 'celery', or 'celery on huggingtweets@gpu-2' once the worker is known."""
+    return f"{r.executor} on {r.job_host}" if r.executor and r.job_host else r.executor or ""
 
 
 # --- helpers -------------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class TrainSettings(Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     compile: bool = False
     output_dir: Path = Path("models")
+    # Where the bot's training jobs run: a subprocess beside it, or Celery workers (bot.executors).
+    executor: Literal["local", "celery", "hf-jobs"] = "local"
 
 
 class HubSettings(Section):
@@ -136,6 +138,17 @@ class BlueskySettings(NetworkSettings):
     cache_dir: Path = Path("state/bluesky-cache")
 
 
+class CelerySettings(Section):
+    # CELERY_BROKER_URL, when set, takes the place of broker_url (see `broker`).
+    broker_url: str = Field("redis://localhost:6379/0", pattern=r"^rediss?://")
+    visibility_timeout_seconds: float = Field(7200.0, ge=1)
+    max_jobs_queued: int = Field(32, ge=1, le=10_000)
+
+    @property
+    def broker(self) -> str:
+        return os.environ.get("CELERY_BROKER_URL") or self.broker_url
+
+
 class Settings(Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
@@ -143,6 +156,14 @@ class Settings(Section):
     x: XSettings = XSettings()
     bot: BotSettings = BotSettings()
     bluesky: BlueskySettings = BlueskySettings()
+    celery: CelerySettings = CelerySettings()
+
+    @model_validator(mode="after")
+    def _redelivery_after_the_time_limit(self):
+        # A job still running when its message becomes visible again would be trained a second time.
+        if self.train.executor == "celery" and self.celery.visibility_timeout_seconds <= self.bot.job_timeout_seconds:
+            raise ValueError("celery.visibility_timeout_seconds must be longer than bot.job_timeout_seconds")
+        return self
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
@@ -180,6 +201,8 @@ def parse_settings(raw: dict, source: str = "config") -> Settings:
             raise ConfigError(f"{source}: unknown key '{key}' (allowed here: {allowed})") from None
         if first["type"] == "model_type":  # `data = 3` where a [data] table belongs
             raise ConfigError(f"{source}: '{key}' must be a table ([{key}] with its keys)") from None
+        if not key:  # a rule across sections
+            raise ConfigError(f"{source}: {first['msg'].removeprefix('Value error, ')}") from None
         given = first.get("input")
         shown = f" = {given!r}" if isinstance(given, (str, int, float, bool)) else ""
         raise ConfigError(f"{source}: '{key}'{shown}: {first['msg']}") from None

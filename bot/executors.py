@@ -5,6 +5,7 @@
     >>> executor.check(job_id, Path("state/work/request-7"))
     JobStatus(state='running', error=None)
 
+`[train] executor = "celery"` sends each job to Celery workers on other machines (`bot.celery_app`).
 `[train] executor = "local"` (the default) runs each job as a subprocess of the bot (`python -m bot.job
 REQUEST_DIR`), one at a time. The job dies with the bot (see `bot.job.exit_with_parent`), and a lock file
 that the job holds keeps a second one from starting while an orphan of a killed bot is still on its way out.
@@ -30,15 +31,19 @@ LOCK_FILE = ".training.lock"
 
 @dataclass(frozen=True)
 class JobStatus:
-    """`running`; `done` (the model folder is there); `failed` (with the error); `lost` (the executor no
-    longer knows the job, say after the bot restarted: submit it again)."""
+    """`running`; `done` (the model folder is there, or `published` says where the worker published it);
+    `failed` (with the error); `lost` (the executor no longer knows the job, say after the bot restarted:
+    submit it again). `where`: the machine it runs on, when the executor knows."""
 
     state: Literal["running", "done", "failed", "lost"]
     error: job.JobFailed | None = None
+    published: job.Published | None = None
+    where: str | None = None
 
 
 class Executor(Protocol):
     name: str  # what `huggingtweets status` shows as where a job runs
+    slots: int  # most jobs under way at once
 
     def submit(self, request_dir: Path) -> str | None:
         """Start the job of a request folder; its id, or None when no job can start now (try later)."""
@@ -57,6 +62,7 @@ class LocalExecutor:
     """Training jobs as subprocesses of the bot, one at a time, each with a time limit."""
 
     name = "local"
+    slots = 1
 
     def __init__(self, work_dir: str | os.PathLike, timeout_seconds: float):
         self.work_dir = Path(work_dir)

@@ -17,6 +17,12 @@ files the repo had that the folder lacks are deleted, in the same commit, so no 
 old model and half a new one. The commit message says what it is ("Train on 2,339 posts from @alice"),
 from the `run.json` that training writes into the folder (optional).
 
+A publish for a request carries its key (`key=`) as the last line of the commit description,
+`huggingtweets-request: KEY`. Before uploading, the repo's history is searched for that line: a job that
+runs twice (a worker died after publishing, a message delivered twice) finds its own commit and makes no
+second one. Two copies publishing at the same moment cannot both land either: each commits on top of the
+head it searched, and the second is refused and searches again.
+
 `[hub] backend = "hub"` goes through `huggingface_hub.HfApi`: `HF_ENDPOINT` and `HF_TOKEN` (or the login
 saved by `hf auth login`) are read by the library itself, and uploads go through Xet when `hf_xet` is
 installed. `backend = "local"` keeps repos as folders, `<local_dir>/<org>/<name>`, for the demo: each
@@ -57,6 +63,8 @@ T = TypeVar("T")
 # Files the Hub keeps that a model folder never has: a publish does not delete them.
 KEPT_ON_HUB = frozenset({".gitattributes"})
 HISTORY_FILE = ".history.jsonl"
+# The commit description's last line for a publish made for a request: its idempotency key.
+KEY_PREFIX = "huggingtweets-request: "
 # Statuses worth another try: the request timed out, we were rate limited, or the Hub had a passing problem.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Seconds to wait for a connection, and for each read or write once connected; huggingface_hub sets none,
@@ -100,11 +108,13 @@ def publish_folder(
     repo_id: str | None = None,
     message: str | None = None,
     progress: Progress | None = None,
+    key: str | None = None,
 ) -> PublishResult:
     """Make `folder` the current state of `repo_id` in one commit.
 
     `repo_id` defaults to `<[hub] organization>/<the name in run.json, or the folder's name>`; `message` to
-    one made from run.json. `progress`, when given, is called with a short line before each step.
+    one made from run.json. `progress`, when given, is called with a short line before each step. With
+    `key`, a commit that already carries it is returned instead of making another.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -114,7 +124,28 @@ def publish_folder(
     repo_id = repo_id or f"{settings.hub.organization}/{run.name if run else folder.name}"
     check_repo_id(repo_id)
     message = message or commit_message(run, repo_id.split("/")[1])
-    return _backend(settings).publish(folder, files, repo_id, message, commit_description(run), progress or _quiet)
+    description = commit_description(run)
+    if key:
+        description = f"{description}\n\n{KEY_PREFIX}{key}".lstrip("\n")
+    backend = _backend(settings)
+    try:
+        return backend.publish(folder, files, repo_id, message, description, progress or _quiet, key=key)
+    except RepoChangedError:
+        found = backend.find_published(repo_id, key) if key else None
+        if found is None:
+            raise
+        log.info("%s: another copy of this job published it first (%s)", repo_id, found.commit_url)
+        return found
+
+
+def find_published(repo_id: str, key: str, settings: Settings) -> PublishResult | None:
+    """The commit of `repo_id` made for `key`, if there is one (None too when the repo does not exist)."""
+    check_repo_id(repo_id)
+    return _backend(settings).find_published(repo_id, key)
+
+
+def carries_key(description: str | None, key: str) -> bool:
+    return f"{KEY_PREFIX}{key}" in (description or "").splitlines()
 
 
 def require_write_access(settings: Settings) -> None:
@@ -235,7 +266,7 @@ class HubRepos:
         return f"{self.api.endpoint}/{repo_id}"
 
     def publish(self, folder: Path, files: list[str], repo_id: str, message: str, description: str,
-                progress: Progress) -> PublishResult:
+                progress: Progress, key: str | None = None) -> PublishResult:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         self._require_token()
@@ -244,6 +275,11 @@ class HubRepos:
             progress(f"Creating {repo_id} if needed")
             created = self._create_repo(repo_id)
             parent = self._retrying("read the repo", lambda: self.api.repo_info(repo_id).sha)
+            if key and not created:
+                found = self._with_key(repo_id, key, parent)
+                if found:
+                    log.info("%s: already published for this request (%s)", repo_id, found.commit_url)
+                    return found
             remote = self.api.list_repo_files(repo_id, revision=parent)  # retried by the library itself
             stale = sorted(set(remote) - set(files) - KEPT_ON_HUB)
             size = sum((folder / f).stat().st_size for f in files)
@@ -258,6 +294,25 @@ class HubRepos:
                     self._delete_quietly(repo_id)
                 raise
         return PublishResult(repo_id, self.model_url(repo_id), commit_url, commit_id)
+
+    def find_published(self, repo_id: str, key: str) -> PublishResult | None:
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        self._check_reachable()
+        with self._translate_errors(repo_id, writing=False):
+            try:
+                return self._with_key(repo_id, key, "main")
+            except RepositoryNotFoundError:
+                return None
+
+    def _with_key(self, repo_id: str, key: str, revision: str) -> PublishResult | None:
+        """The commit up to `revision` whose description carries `key` (the newest first)."""
+        commits = self._retrying("read the history", lambda: self.api.list_repo_commits(repo_id, revision=revision))
+        for commit in commits:
+            if carries_key(commit.message, key):
+                return PublishResult(repo_id, self.model_url(repo_id),
+                                     f"{self.api.endpoint}/{repo_id}/commit/{commit.commit_id}", commit.commit_id)
+        return None
 
     def list_repos(self, containing: str = "") -> list[str]:
         """The organisation's repos whose id contains `containing` (the Hub filters: the org is large)."""
@@ -497,7 +552,10 @@ class LocalRepos:
         return self._link(repo_id).absolute().as_uri()
 
     def publish(self, folder: Path, files: list[str], repo_id: str, message: str, description: str,
-                progress: Progress) -> PublishResult:
+                progress: Progress, key: str | None = None) -> PublishResult:
+        found = self.find_published(repo_id, key) if key else None
+        if found:
+            return found
         link, versions = self._link(repo_id), self._versions(repo_id)
         if link.exists() and not link.is_symlink():
             raise UserError(f"{link} is a folder that huggingtweets did not publish; move it away first")
@@ -531,6 +589,13 @@ class LocalRepos:
         self._clear_leftovers(repo_id)
         # The commit is named in the URL's fragment; `.history.jsonl` in the repo folder lists them all.
         return PublishResult(repo_id, self.model_url(repo_id), f"{self.model_url(repo_id)}#{commit_id[:12]}", commit_id)
+
+    def find_published(self, repo_id: str, key: str) -> PublishResult | None:
+        for entry in reversed(self.history(repo_id)):
+            if carries_key(entry.get("description"), key):
+                url = self.model_url(repo_id)
+                return PublishResult(repo_id, url, f"{url}#{entry['commit'][:12]}", entry["commit"])
+        return None
 
     def history(self, repo_id: str) -> list[dict[str, Any]]:
         """Every commit of the current version, oldest first ([] when the repo does not exist)."""
@@ -592,6 +657,6 @@ def local_history(repo_id: str, settings: Settings) -> list[dict[str, Any]]:
 
 __all__ = [
     "HubAccessError", "HubError", "HubUnavailableError", "PublishResult", "RepoChangedError", "RepoNameError",
-    "commit_description", "commit_message", "delete_repos", "find_repos_for", "last_published", "local_history",
+    "commit_description", "commit_message", "delete_repos", "find_published", "find_repos_for", "last_published", "local_history",
     "model_url", "publish_folder",
 ]

@@ -9,6 +9,7 @@ The request folder is the contract between the steps:
       data/         the exact posts, as the download step cleaned and split them (`bot.dataset.Dataset`)
       model/        written by the job: the Hub-ready model folder, with its run.json
       error.json    written by the job when it fails: what went wrong, and whether trying again may help
+      published.json  written by the bot when a worker published the model itself (`Published`)
 
 A job reads nothing else: no config file, no X cache, no state database, no credentials. So the folder can
 travel to a worker, and the posts counted on the card are the posts trained on, whatever happened to the
@@ -35,6 +36,7 @@ from bot.errors import UsageError, UserError, clip, retry_policy
 from bot.files import partial_folder, replace_folder, write_atomically
 
 JOB_FILE, DATA_DIR, MODEL_DIR, ERROR_FILE = "job.json", "data", "model", "error.json"
+PUBLISHED_FILE = "published.json"
 
 
 class TrainJob(BaseModel):
@@ -48,11 +50,16 @@ class TrainJob(BaseModel):
     train: TrainSettings
     bot_handle: str  # the card tells people to write to this account to opt out
     min_words: int  # the short-post rule the posts were cleaned with, for the card
+    # Written into the Hub commit that publishes the model: a job delivered twice finds its own commit
+    # and publishes once (`bot.hub.publish_folder(key=...)`). None for a model trained by hand.
+    request_key: str | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str, base_model: str | None = None) -> TrainJob:
+    def from_settings(cls, settings: Settings, name: str, base_model: str | None = None,
+                      request_key: str | None = None) -> TrainJob:
         return cls(repo_id=f"{settings.hub.organization}/{name}", base_model=base_model or settings.train.base_model,
-                   train=settings.train, bot_handle=settings.bot.handle, min_words=settings.data.min_words)
+                   train=settings.train, bot_handle=settings.bot.handle, min_words=settings.data.min_words,
+                   request_key=request_key)
 
     def settings(self) -> Settings:
         """The settings training reads, rebuilt from the job alone."""
@@ -69,6 +76,27 @@ class JobError(BaseModel):
     message: str
     transient: bool
     retry_after: float | None = None
+
+
+class Published(BaseModel):
+    """A model a job published itself (on a worker): what the bot records and replies with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo_id: str
+    model_url: str
+    commit_url: str
+    commit_id: str
+    best_sample: str | None = None
+    validation_perplexity: float | None = None
+
+
+def read_published(request_dir: str | os.PathLike) -> Published | None:
+    """What a worker published for this request, when the bot recorded it."""
+    try:
+        return Published.model_validate_json((Path(request_dir) / PUBLISHED_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
 
 
 class JobFailed(UserError):
@@ -139,11 +167,16 @@ def run(request_dir: str | os.PathLike, progress: bool = False):
     return train_job(dataset, job, model_dir, progress=progress)
 
 
-def write_error(request_dir: str | os.PathLike, error: BaseException) -> JobError:
+def error_record(error: BaseException) -> JobError:
+    """An exception as the bot reads it back: one masked line and its retry policy."""
     policy = retry_policy(error)
     message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-    record = JobError(type=type(error).__name__, message=clip(message), transient=policy.transient,
-                      retry_after=policy.retry_after)
+    return JobError(type=type(error).__name__, message=clip(message), transient=policy.transient,
+                    retry_after=policy.retry_after)
+
+
+def write_error(request_dir: str | os.PathLike, error: BaseException) -> JobError:
+    record = error_record(error)
     write_atomically(Path(request_dir) / ERROR_FILE, record.model_dump_json() + "\n")
     return record
 

@@ -35,6 +35,7 @@ from bot.errors import AccountError, NotEnoughDataError, UsageError, UserError, 
 from bot.executors import Executor, LocalExecutor
 from bot.facts import RunFacts
 from bot.failpoints import failpoint
+from bot.files import write_atomically
 from bot.policy import decide
 from bot.spend import FREE, priced
 from bot.store import Request, Store, StoreError
@@ -66,7 +67,20 @@ def make_source(settings: Settings, name: str) -> Source:
 
 
 def make_executor(settings: Settings) -> Executor:
+    """The executor `[train] executor` names (Celery's is imported only when used)."""
+    if settings.train.executor == "celery":
+        from bot.celery_app import CeleryExecutor
+
+        return CeleryExecutor(settings)
+    if settings.train.executor == "hf-jobs":
+        raise UsageError('[train] executor = "hf-jobs" is not available in this version; use "local" or "celery"')
     return LocalExecutor(settings.bot.work_dir, settings.bot.job_timeout_seconds)
+
+
+def publish_key(r: Request) -> str:
+    """The key a request's Hub commit carries (`bot.hub.KEY_PREFIX`): its id here, and the mention it
+    answers, so that a state database started afresh never takes an old commit for a new request's."""
+    return f"{r.id} ({r.source} mention {r.mention_id})"
 
 
 class Bot:
@@ -121,7 +135,8 @@ class Bot:
                 # once would spin, and `run --once` would never end while X refuses.
                 done_something = self.send_reply(r) or done_something
         done_something = self.check_jobs() or done_something
-        request = self.store.next_due(start_jobs=self.executor.running() == 0)
+        under_way = max(self.executor.running(), len(self.store.jobs_under_way()))
+        request = self.store.next_due(start_jobs=under_way < self.executor.slots)
         if request is not None and not self.stopping.is_set():
             self.advance(request)
             done_something = True
@@ -213,7 +228,8 @@ class Bot:
         self.check_budget(r)
         archives = self.source_of(r).download_archives(list(r.handles))
         dataset = build_dataset(archives, self.settings.data)
-        job.prepare(self.request_dir(r), dataset, job.TrainJob.from_settings(self.settings, dataset.name))
+        job.prepare(self.request_dir(r), dataset,
+                    job.TrainJob.from_settings(self.settings, dataset.name, request_key=publish_key(r)))
         kept = sum(u.counts.kept for u in dataset.users)
         self.store.transition(r.id, "training", note=f"{kept} posts kept")
 
@@ -229,15 +245,21 @@ class Bot:
         finished = False
         for r in self.store.jobs_under_way():
             status = self.executor.check(r.job_id, self.request_dir(r))
+            if status.where and status.where != r.job_host:
+                self.store.update(r.id, job_host=status.where)
+                log.info("request %d: job %s runs on %s", r.id, r.job_id, status.where)
             if status.state == "running":
                 continue
             if status.state == "lost":  # not known to this executor (the bot restarted): start it again
                 log.info("request %d: job %s is gone; starting it again", r.id, r.job_id)
                 self.store.update(r.id, job_id=None)
             elif status.state == "done":
-                facts = RunFacts.load(self.request_dir(r) / job.MODEL_DIR)
-                self.store.transition(r.id, "publishing", job_id=None,
-                                      note=f"validation perplexity {facts.validation_perplexity}")
+                if status.published is not None:  # the worker published it: recorded before the state moves
+                    write_atomically(self.request_dir(r) / job.PUBLISHED_FILE, status.published.model_dump_json() + "\n")
+                    perplexity = status.published.validation_perplexity
+                else:
+                    perplexity = RunFacts.load(self.request_dir(r) / job.MODEL_DIR).validation_perplexity
+                self.store.transition(r.id, "publishing", job_id=None, note=f"validation perplexity {perplexity}")
             else:
                 self.failed_attempt(r, status.error)
             finished = True
@@ -246,13 +268,17 @@ class Bot:
     def publish(self, r: Request) -> None:
         from bot.hub import publish_folder
 
-        model_dir = self.request_dir(r) / job.MODEL_DIR
-        facts = RunFacts.load(model_dir)
-        result = publish_folder(model_dir, self.settings, repo_id=r.repo)
-        self.store.record_published(r.repo, r.handles, result.model_url, facts.best_sample)
-        reply = replies.ready(result.model_url, facts.best_sample, r.repo, link=self.settings.bot.reply_link)
-        self.store.transition(r.id, "replying", note=result.commit_url, model_url=result.model_url,
-                              sample=facts.best_sample, reply_text=reply)
+        published = job.read_published(self.request_dir(r))
+        if published is not None:  # a worker published it
+            model_url, commit_url, sample = published.model_url, published.commit_url, published.best_sample
+        else:
+            model_dir = self.request_dir(r) / job.MODEL_DIR
+            sample = RunFacts.load(model_dir).best_sample
+            result = publish_folder(model_dir, self.settings, repo_id=r.repo, key=publish_key(r))
+            model_url, commit_url = result.model_url, result.commit_url
+        self.store.record_published(r.repo, r.handles, model_url, sample)
+        reply = replies.ready(model_url, sample, r.repo, link=self.settings.bot.reply_link)
+        self.store.transition(r.id, "replying", note=commit_url, model_url=model_url, sample=sample, reply_text=reply)
 
     def delete_models(self, r: Request) -> None:
         from bot.hub import delete_repos, find_repos_for

@@ -127,6 +127,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE requests ADD COLUMN source TEXT NOT NULL DEFAULT 'x'
     """,
+    # 6: the machine a training job runs on, when the executor says (a Celery worker's name)
+    """
+    ALTER TABLE requests ADD COLUMN job_host TEXT
+    """,
 ]
 
 
@@ -166,6 +170,7 @@ class Request:
     executor: str | None = None  # where the job runs: "local", "celery", "hf-jobs"
     job_started_at: float | None = None
     source: str = "x"  # the network the mention came from: "x", "bluesky" or "local"
+    job_host: str | None = None  # the worker the job runs on, once the executor has said
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Request:
@@ -456,7 +461,7 @@ class Store:
 
     def job_started(self, request_id: int, job_id: str, executor: str) -> Request:
         with self.transaction() as db:
-            self._update(db, request_id, job_id=job_id, executor=executor, job_started_at=self.clock())
+            self._update(db, request_id, job_id=job_id, executor=executor, job_started_at=self.clock(), job_host=None)
             db.execute("INSERT INTO transitions VALUES (?, ?, 'training', 'training', ?)",
                        (request_id, self.clock(), f"job {job_id} started ({executor})"))
             updated = self._get(db, request_id)

@@ -86,7 +86,20 @@ def test_unknown_key(tmp_path):
 
 def test_unknown_section(tmp_path):
     assert error_for(tmp_path, "[dataset]\nmin_words = 2\n") == (
-        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky)")
+        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky, celery)")
+
+
+def test_jobs_on_workers_come_back_to_the_queue_only_after_their_time_limit(tmp_path):
+    message = error_for(tmp_path, '[train]\nexecutor = "celery"\n[bot]\njob_timeout_seconds = 600\n'
+                                  '[celery]\nvisibility_timeout_seconds = 300\n')
+    assert message.endswith(": celery.visibility_timeout_seconds must be longer than bot.job_timeout_seconds")
+
+
+def test_the_broker_url_from_the_environment_wins(tmp_path, monkeypatch):
+    settings = load_settings(write_config(tmp_path, '[celery]\nbroker_url = "redis://queue.example:6379/1"\n'))
+    assert settings.celery.broker == "redis://queue.example:6379/1"
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://other.example:6379/2")
+    assert settings.celery.broker == "redis://other.example:6379/2"
 
 
 def test_value_out_of_range(tmp_path):

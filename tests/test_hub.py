@@ -27,6 +27,7 @@ from bot.hub import (
     RepoNameError,
     commit_message,
     delete_repos,
+    find_published,
     find_repos_for,
     last_published,
     local_history,
@@ -178,6 +179,27 @@ def test_publishing_again_with_a_file_fewer_deletes_it_in_one_commit(model_folde
     assert "loss.png" in repo.commits[-2].files  # still in the commit before
     assert writer.read("huggingtweets/alice", "README.md").decode().endswith("Retrained.\n")
     assert ".gitattributes" in repo.files  # the Hub's own file is kept
+
+
+@pytest.mark.parametrize("backend", ["hub", "local"])
+def test_a_publish_for_a_request_is_made_once_however_often_it_runs(model_folder, settings, writer, tmp_path, backend):
+    if backend == "local":
+        settings = parse_settings({"hub": {"backend": "local", "local_dir": str(tmp_path / "hub")}})
+    assert find_published("huggingtweets/alice", "7 (x mention 70)", settings) is None  # no repo yet
+
+    first = publish_folder(model_folder, settings, key="7 (x mention 70)")
+    again = publish_folder(model_folder, settings, key="7 (x mention 70)")
+    (model_folder / "README.md").write_text(CARD + "\nRetrained.\n", encoding="utf-8")
+    other = publish_folder(model_folder, settings, key="8 (x mention 80)")
+
+    assert again == first and other.commit_id != first.commit_id
+    assert find_published("huggingtweets/alice", "7 (x mention 70)", settings) == first
+    if backend == "hub":
+        commits = writer.repos["huggingtweets/alice"].commits
+        assert [c.description.splitlines()[-1] for c in commits[1:]] == [
+            "huggingtweets-request: 7 (x mention 70)", "huggingtweets-request: 8 (x mention 80)"]
+    else:
+        assert len(local_history("huggingtweets/alice", settings)) == 2
 
 
 def test_a_500_on_the_first_commit_is_retried_and_one_commit_lands(model_folder, settings, writer):

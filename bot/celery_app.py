@@ -1,0 +1,313 @@
+"""Training on Celery workers: the bot on a small box, models trained on as many GPU machines as there are workers.
+
+    huggingtweets worker                     # on each GPU machine (CELERY_BROKER_URL, HF_TOKEN in its env)
+    [train] executor = "celery"              # in the bot's config: jobs go to the queue, not a subprocess
+
+The bot hands a request to the queue as one message, a `Ticket`: its `job.json` and the files of its
+`data/` folder (the cleaned posts: a few MB at most), and the bot's [hub] settings. A worker needs no disk
+shared with the bot, and reads nothing from X: it unpacks the ticket into a temporary folder, trains with
+`python -m bot.job`'s own code, publishes the model to the Hub itself (its HF_TOKEN), and returns what it
+published (`bot.job.Published`). The bot's store stays the one owner of request state: the bot records
+the commit and replies.
+
+Delivery is at least once, publishing exactly once:
+
+- late acknowledgement (`task_acks_late`): a message is taken off the queue only when its job has ended;
+  a worker whose training process dies (`task_reject_on_worker_lost`) hands the job back at once; a whole
+  worker that vanishes has its job handed out again after `[celery] visibility_timeout_seconds`;
+- one job at a time per worker, and no job reserved ahead (`prefetch 1`, concurrency 1): a job waits in the
+  queue, where any free worker can take it, not behind a busy one;
+- each job has a time limit (`[bot] job_timeout_seconds`);
+- the Hub commit carries the request's key (`bot.hub.KEY_PREFIX`): a worker that gets a job whose commit
+  exists returns that commit, and two copies racing to publish make one commit (`bot.hub.publish_folder`);
+- a job killed over and over (say, out of memory each time) is not handed out forever: after
+  `MAX_DELIVERIES` it comes back as failed, and the bot's own retry policy decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+from bot import job
+from bot.config import HubSettings, Settings
+from bot.errors import UsageError, clip, hide_in_logs
+
+log = logging.getLogger("huggingtweets.celery")
+
+TASK_NAME = "huggingtweets.train_and_publish"
+QUEUE = "huggingtweets.train"
+# A job handed out this many times without finishing comes back failed instead of a fifth time.
+MAX_DELIVERIES = 4
+# The bot's record that a job was handed to the queue: a job still PENDING without it was lost with the
+# broker's data (a Redis that restarted empty), and is handed over again.
+SUBMITTED_KEY = "huggingtweets:submitted:"
+DELIVERIES_KEY = "huggingtweets:deliveries:"
+# Results, submission records and delivery counts are kept a week: longer than any stop of the bot.
+KEEP_SECONDS = 7 * 86400
+# Between the soft time limit (the job ends itself, with an error) and the hard one (its process is killed).
+HARD_LIMIT_GRACE_SECONDS = 30
+
+
+class Ticket(BaseModel):
+    """One training job as a message: the request folder's input, whole, and where to publish."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    job: str  # job.json, as the bot wrote it
+    data: dict[str, str]  # data/'s files by name: train.jsonl, validation.jsonl, stats.json
+    hub: HubSettings
+
+    @classmethod
+    def from_folder(cls, request_dir: Path, hub: HubSettings) -> Ticket:
+        data_dir = request_dir / job.DATA_DIR
+        return cls(job=(request_dir / job.JOB_FILE).read_text(encoding="utf-8"), hub=hub,
+                   data={p.name: p.read_text(encoding="utf-8") for p in sorted(data_dir.iterdir()) if p.is_file()})
+
+    def unpack(self, request_dir: Path) -> Path:
+        """The request folder again, on the worker's disk."""
+        (request_dir / job.DATA_DIR).mkdir(parents=True)
+        for name, text in self.data.items():
+            if Path(name).name != name or name.startswith("."):
+                raise UsageError(f"a job's data file may not be named {name!r}")
+            (request_dir / job.DATA_DIR / name).write_text(text, encoding="utf-8")
+        (request_dir / job.JOB_FILE).write_text(self.job, encoding="utf-8")
+        return request_dir
+
+
+def shown_url(url: str) -> str:
+    """The broker's URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(netloc=f"{parts.username or ''}:***@{parts.hostname}:{parts.port or 6379}").geturl()
+    return url
+
+
+def make_app(settings: Settings):
+    """The Celery app for the bot and the workers alike: Redis as broker and result store."""
+    from celery import Celery
+
+    url = settings.celery.broker
+    password = urlsplit(url).password
+    if password:
+        hide_in_logs(["celery", "kombu", "huggingtweets"], [password])
+    visibility = settings.celery.visibility_timeout_seconds
+    transport = {
+        "visibility_timeout": visibility,
+        # How often a worker looks for jobs whose worker vanished; a Redis scan, cheap.
+        "unacked_restore_interval": max(1, int(min(10.0, visibility / 4))),
+        "unacked_restore_throttle": 1,
+    }
+    app = Celery("huggingtweets", broker=url, backend=url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=KEEP_SECONDS,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker waits out a broker restart, however long
+        # A worker stores its result even when the broker is restarting at that moment.
+        result_backend_always_retry=True,
+        result_backend_max_retries=100,
+        redis_socket_connect_timeout=5,
+        redis_socket_timeout=30,
+        redis_backend_health_check_interval=10,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    app.task(name=TASK_NAME, bind=True)(train_and_publish)
+    return app
+
+
+# --- the worker's side ------------------------------------------------------------------------------
+
+
+def train_and_publish(task, ticket: dict) -> dict:
+    """The task: train the ticket's job, publish the model, return what was published (or why not).
+
+    Failures come back as a result (`{"error": JobError}`) rather than an exception, so that the bot
+    reads the same retry policy a local job writes into error.json.
+    """
+    host = task.request.hostname or socket.gethostname()
+    deliveries = task.app.backend.client.incr(DELIVERIES_KEY + task.request.id)
+    task.app.backend.client.expire(DELIVERIES_KEY + task.request.id, KEEP_SECONDS)
+    task.update_state(state="STARTED", meta={"hostname": host, "started_at": time.time(), "delivery": deliveries})
+    try:
+        if deliveries > MAX_DELIVERIES:
+            raise job.JobFailed(f"the job was handed to workers {MAX_DELIVERIES} times and never finished "
+                                "(each time its worker died or was killed: out of memory?)", transient=True)
+        published = run_ticket(Ticket.model_validate(ticket))
+    except Exception as e:  # noqa: BLE001 - every failure goes back to the bot with its retry policy
+        record = job.error_record(e)
+        log.warning("job %s failed: %s", task.request.id, record.message)
+        return {"worker": host, "error": record.model_dump()}
+    return {"worker": host, "published": published.model_dump()}
+
+
+def run_ticket(ticket: Ticket) -> job.Published:
+    """Train and publish one ticket in a temporary folder; a commit already made for it is returned as is."""
+    from bot.facts import RunFacts
+    from bot.hub import find_published, publish_folder
+
+    spec = job.TrainJob.model_validate_json(ticket.job)
+    settings = Settings(hub=ticket.hub)
+    if spec.request_key:
+        found = find_published(spec.repo_id, spec.request_key, settings)
+        if found is not None:
+            log.info("%s was already published for this request: %s", spec.repo_id, found.commit_url)
+            return _published(found, _published_facts(found, settings))
+    with tempfile.TemporaryDirectory(prefix="huggingtweets-job-") as tmp:
+        request_dir = ticket.unpack(Path(tmp) / "request")
+        job.run(request_dir)
+        model_dir = request_dir / job.MODEL_DIR
+        facts = RunFacts.load(model_dir)
+        result = publish_folder(model_dir, settings, repo_id=spec.repo_id, key=spec.request_key)
+    return _published(result, facts)
+
+
+def _published(result, facts) -> job.Published:
+    return job.Published(repo_id=result.repo_id, model_url=result.model_url, commit_url=result.commit_url,
+                         commit_id=result.commit_id, best_sample=facts.best_sample if facts else None,
+                         validation_perplexity=facts.validation_perplexity if facts else None)
+
+
+def _published_facts(found, settings: Settings):
+    """The run facts of a commit made earlier, for the reply's sample; None when they cannot be read."""
+    from bot.facts import FILE_NAME, RunFacts
+
+    try:
+        if settings.hub.backend == "local":
+            org, name = found.repo_id.split("/")
+            return RunFacts.load(Path(settings.hub.local_dir) / org / name)
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(found.repo_id, FILE_NAME, revision=found.commit_id)
+        return RunFacts.load(Path(path).parent)
+    except Exception as e:  # noqa: BLE001 - the reply goes without a sample
+        log.warning("could not read the run facts of %s: %s", found.commit_url, e)
+        return None
+
+
+def run_worker(settings: Settings, name: str | None = None) -> None:
+    """Run one worker in the foreground until SIGTERM: one job at a time (one GPU)."""
+    if settings.hub.backend == "hub":
+        from huggingface_hub import get_token
+
+        if not get_token():
+            raise UsageError("HF_TOKEN is not set: a worker publishes the models it trains, and needs a Hub token "
+                             "with write access to the organisation")
+    app = make_app(settings)
+    log.info("worker: jobs from %s", shown_url(settings.celery.broker))
+    app.worker_main(["worker", "--loglevel=INFO", "--concurrency=1", "--prefetch-multiplier=1", "--pool=prefork",
+                     f"--queues={QUEUE}", f"--hostname={name or 'huggingtweets@%h'}",
+                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
+
+
+# --- the bot's side ---------------------------------------------------------------------------------
+
+
+class CeleryExecutor:
+    """Training jobs as messages to Celery workers; see the module's docstring.
+
+        >>> executor = CeleryExecutor(settings)
+        >>> job_id = executor.submit(Path("state/work/request-7"))   # None while the broker is unreachable
+        >>> executor.check(job_id, Path("state/work/request-7"))
+        JobStatus(state='running', error=None, published=None, where='huggingtweets@gpu-2')
+    """
+
+    name = "celery"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.app = make_app(settings)
+        self.slots = settings.celery.max_jobs_queued
+        self.timeout = settings.bot.job_timeout_seconds
+        self._submitted: set[str] = set()
+
+    @property
+    def _redis(self):
+        return self.app.backend.client
+
+    def running(self) -> int:
+        return len(self._submitted)
+
+    def submit(self, request_dir: Path) -> str | None:
+        from uuid import uuid4
+
+        ticket = Ticket.from_folder(request_dir, self.settings.hub).model_dump(mode="json")
+        task_id = str(uuid4())
+        try:
+            self._redis.set(SUBMITTED_KEY + task_id, str(time.time()), ex=KEEP_SECONDS)
+            self.app.send_task(TASK_NAME, args=[ticket], task_id=task_id, queue=QUEUE,
+                               soft_time_limit=self.timeout, time_limit=self.timeout + HARD_LIMIT_GRACE_SECONDS)
+        except Exception as e:  # noqa: BLE001 - the broker is away: the job waits in the bot's queue
+            if not _unreachable(e):
+                raise
+            log.warning("the job queue at %s cannot be reached (%s); trying again later",
+                        shown_url(self.settings.celery.broker), type(e).__name__)
+            return None
+        self._submitted.add(task_id)
+        return task_id
+
+    def check(self, job_id: str, request_dir: Path):
+        from bot.executors import JobStatus
+
+        try:
+            meta = self.app.backend.get_task_meta(job_id)
+            state, result = meta["status"], meta.get("result")
+            if state == "PENDING" and not self._redis.exists(SUBMITTED_KEY + job_id):
+                self._submitted.discard(job_id)
+                return JobStatus("lost")
+        except Exception as e:  # noqa: BLE001 - the broker is away: ask again later
+            if not _unreachable(e):
+                raise
+            return JobStatus("running")
+        where = result.get("hostname") or result.get("worker") if isinstance(result, dict) else None
+        if state in ("PENDING", "RECEIVED", "RETRY"):
+            return JobStatus("running")
+        if state == "STARTED":
+            started = result.get("started_at") if isinstance(result, dict) else None
+            limit = self.timeout + HARD_LIMIT_GRACE_SECONDS + self.settings.celery.visibility_timeout_seconds + 60
+            if started and time.time() - started > limit:  # no worker has it any more, and none will
+                self._submitted.discard(job_id)
+                return JobStatus("lost")
+            return JobStatus("running", where=where)
+        self._submitted.discard(job_id)
+        if state == "SUCCESS" and isinstance(result, dict) and "published" in result:
+            return JobStatus("done", published=job.Published.model_validate(result["published"]), where=where)
+        if state == "SUCCESS" and isinstance(result, dict) and "error" in result:
+            record = job.JobError.model_validate(result["error"])
+            return JobStatus("failed", job.JobFailed(record.message, record.transient, record.retry_after), where=where)
+        reason = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else f"{state}: {result}"
+        return JobStatus("failed", job.JobFailed(clip(f"the job failed on a worker ({reason})"), transient=True),
+                         where=where)
+
+    def stop(self) -> None:
+        """Jobs on workers go on while the bot is away; it picks them up again when it starts."""
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether `error` says the broker cannot be reached now (a restart, a network cut)."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    return isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                              kombu.exceptions.OperationalError, ConnectionError, TimeoutError, OSError))
+
+
+__all__ = ["CeleryExecutor", "Ticket", "make_app", "run_worker", "shown_url"]
