@@ -1,0 +1,56 @@
+"""One bot on X and Bluesky at once: `huggingtweets run --once` in a subprocess against the loopback X API,
+Bluesky server and Hub. Each mention is answered on its own network, once, and priced by it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fake_bsky import ALICE, APP_PASSWORD, FakeBluesky
+from fake_x import FakeX
+from test_bot import BotRunner, status_json
+
+
+@pytest.fixture
+def networks(tmp_path, fake_hub):
+    with FakeX() as x, FakeBluesky() as sky:
+        x.add_user("dora", posts=180)
+        bot = BotRunner(tmp_path, x, fake_hub)
+        bot.write_config(sources=["x", "bluesky"])
+        bluesky_env = {**sky.env()}
+        original_env = bot.env
+        bot.env = lambda **extra: {**original_env(**extra), **bluesky_env}
+        yield bot, x, sky
+
+
+def test_a_mention_on_each_network_is_answered_there_once_and_priced_there(networks, fake_hub):
+    bot, x, sky = networks
+    on_x = x.add_mention("carol", "@huggingtweets train @dora")
+    on_bluesky = sky.add_mention("erin.bsky.social", f"train @{ALICE}")
+    result = bot.run_ok()
+    assert APP_PASSWORD not in result.stdout + result.stderr
+
+    [x_reply] = bot.replies_to(on_x)
+    assert "huggingtweets/dora" in x_reply
+    [sky_reply] = sky.replies
+    assert sky_reply["parent"] == on_bluesky
+    assert "huggingtweets/alice.bsky.social" in sky_reply["record"]["text"]
+    assert not [p for p in x.posted if "alice.bsky.social" in p["text"]]  # nothing crosses networks
+    assert {"huggingtweets/dora", "huggingtweets/alice.bsky.social"} <= set(fake_hub.repos)
+
+    bot.run_ok()  # a second pass answers nothing again, on either network
+    assert len(bot.replies_to(on_x)) == 1 and len(sky.replies) == 1
+
+    requests = {r["handles"][0]: r for r in status_json(bot)["requests"]}
+    assert requests["dora"]["spend_usd"] > 0.9  # 180 posts read on X, and a reply with a link
+    assert requests[ALICE]["spend_usd"] == 0  # Bluesky bills nothing
+
+
+def test_a_mention_on_bluesky_names_bluesky_handles(networks):
+    bot, x, sky = networks
+    sky.add_mention("erin.bsky.social", "train @dora")  # an X handle, asked on Bluesky
+    bot.run_ok()
+    [reply] = sky.replies
+    assert "not a handle" in reply["record"]["text"] and "domain name" in reply["record"]["text"]
+    assert x.posted == []
