@@ -46,7 +46,7 @@ BOT_STEPS = ("downloading", "publishing", "replying")
 def bot_config(folder: Path, executor: str, broker: str | None) -> Path:
     config = folder / "config.toml"
     sections = {
-        "train": {"base_model": "tiny", "epochs": 1, "num_samples": 2, "executor": executor},
+        "train": {"base_model": "tiny", "max_epochs": 1, "num_samples": 2, "executor": executor},
         "x": {"cache_dir": str(folder / "x-cache")},
         "bot": {"sources": ["x"], "state_db": str(folder / "bot.sqlite3"), "work_dir": str(folder / "work"),
                 "quota_per_day": 0, "max_queue": 1000, "job_timeout_seconds": 600},

@@ -85,7 +85,7 @@ class Queue:
     def write_config(self, tmp: Path) -> Path:
         config = tmp / "config.toml"
         config.write_text(to_toml({
-            "train": {"base_model": "tiny", "epochs": 1, "num_samples": 2, "executor": "celery"},
+            "train": {"base_model": "tiny", "max_epochs": 1, "num_samples": 2, "executor": "celery"},
             "x": {"cache_dir": str(tmp / "x-cache"), "max_retries": 1},
             "hub": {"max_retries": 1},
             "bot": {"sources": ["x"], "state_db": str(tmp / "bot.sqlite3"), "work_dir": str(tmp / "work"),
@@ -144,6 +144,10 @@ def x():
 @pytest.fixture(scope="module")
 def queue():
     from conftest import LOOPBACK_HUB
+
+    from bot.tiny import tiny_model_dir
+
+    tiny_model_dir()  # the session's tiny base, built before a job's time limit starts counting
 
     with tempfile.TemporaryDirectory(prefix="celery-") as folder:
         started = Queue(Path(folder), LOOPBACK_HUB)
@@ -219,7 +223,7 @@ def test_two_workers_train_a_burst_of_mentions_and_each_gets_one_reply(bot, x, f
 
     for mention, handle in mentions.items():
         [reply] = replies_to(x, mention)
-        assert f"/huggingtweets/{handle}" in reply
+        assert f"/huggingtweets/{handle}" in reply, f"{reply}\n{stderr[-2000:]}\n{bot.worker_logs()}"
         assert len(keyed_commits(fake_hub, f"huggingtweets/{handle}")) == 1
     rows = bot.rows()
     assert {r["state"] for r in rows} == {"done"}
