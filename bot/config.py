@@ -138,6 +138,14 @@ class BlueskySettings(Section):
     retry_max_wait_seconds: float = Field(60.0, ge=0)
 
 
+class SpaceSettings(Section):
+    name: str = Field("playground", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+    cache_size: int = Field(3, ge=1, le=64)
+    num_samples: int = Field(3, ge=1, le=16)
+    max_new_tokens: int = Field(40, ge=8, le=512)
+    list_refresh_seconds: float = Field(300.0, ge=0)
+
+
 class Settings(Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
@@ -145,6 +153,7 @@ class Settings(Section):
     x: XSettings = XSettings()
     bot: BotSettings = BotSettings()
     bluesky: BlueskySettings = BlueskySettings()
+    space: SpaceSettings = SpaceSettings()
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:

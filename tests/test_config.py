@@ -86,7 +86,7 @@ def test_unknown_key(tmp_path):
 
 def test_unknown_section(tmp_path):
     assert error_for(tmp_path, "[dataset]\nmin_words = 2\n") == (
-        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky)")
+        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky, space)")
 
 
 def test_value_out_of_range(tmp_path):
