@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from bot.adapters import Progress
-from bot.card import HUB_URL
+from bot.card import HUB_URL, playground_url
 from bot.config import PROJECT_ROOT
 from bot.errors import UserError
 from bot.hub import KEPT_ON_HUB, HubRepos, check_repo_id
@@ -56,9 +56,8 @@ def space_id(settings: Settings) -> str:
 
 
 def space_url(settings: Settings, model_name: str | None = None) -> str:
-    """The Space's page on the Hub; with `model_name`, the page with that model chosen."""
-    url = f"{HUB_URL}/spaces/{space_id(settings)}"
-    return f"{url}?model={model_name}" if model_name else url
+    """The Space's page on the Hub; with `model_name`, the page with that model chosen (as the cards link)."""
+    return playground_url(settings, model_name)
 
 
 def space_files(settings: Settings) -> dict[str, bytes]:

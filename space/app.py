@@ -58,10 +58,10 @@ class ModelEntry:
 class HubModels:
     """The organisation's models on the Hugging Face Hub (`HF_ENDPOINT` and `HF_TOKEN` as the library reads them)."""
 
-    def __init__(self, organization: str):
+    def __init__(self, organization: str, cache_dir: str | os.PathLike | None = None):
         from huggingface_hub import HfApi
 
-        self.organization = organization
+        self.organization, self.cache_dir = organization, cache_dir  # None: huggingface_hub's own cache
         self.api = HfApi(library_name="huggingtweets-playground")
 
     def list(self) -> list[ModelEntry]:
@@ -74,7 +74,8 @@ class HubModels:
     def folder(self, entry: ModelEntry) -> Path:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(entry.repo_id, revision=entry.revision, allow_patterns=MODEL_FILES))
+        return Path(snapshot_download(entry.repo_id, revision=entry.revision, allow_patterns=MODEL_FILES,
+                                      cache_dir=self.cache_dir))
 
 
 class LocalModels:

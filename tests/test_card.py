@@ -205,3 +205,13 @@ def test_images_draw_with_whatever_fonts_the_machine_has(monkeypatch):
     finally:
         images._font_files.cache_clear()
         images.font_chain.cache_clear()
+
+
+def test_card_links_to_the_playground_with_the_model_chosen():
+    from bot.config import SpaceSettings
+
+    text = render_card(make_facts(), Settings(hub=HubSettings(organization="my-org"),
+                                              space=SpaceSettings(name="try-it"))).text
+    link = "https://huggingface.co/spaces/my-org/try-it?model=dreamy_kettle"
+    assert f"[the huggingtweets playground]({link})" in text
+    assert "Try it in your browser" in text
