@@ -25,7 +25,7 @@ import html
 import json
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -92,6 +92,12 @@ _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), finalize
 def thumbnail_url(organization: str, name: str) -> str:
     """The repo's own predictions.png on the Hub (the card's `thumbnail`)."""
     return f"{HUB_URL}/{organization}/{name}/resolve/main/predictions.png"
+
+
+def playground_url(settings: Settings, model_name: str | None = None) -> str:
+    """The playground Space (`huggingtweets space deploy`), with the model chosen when one is named."""
+    url = f"{HUB_URL}/spaces/{settings.hub.organization}/{settings.space.name}"
+    return f"{url}?model={quote(model_name, safe='')}" if model_name else url
 
 
 def hub_languages(codes: list[str]) -> list[str]:
@@ -201,6 +207,7 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
         organization=Markup(settings.hub.organization),  # validated by the settings: a Hub name
         bot_handle=settings.bot.handle,
         model_id=Markup(facts["model_id"]) if HUB_ID_RE.fullmatch(facts["model_id"]) else "",
+        playground_url=Markup(html.escape(playground_url(settings, facts["name"]), quote=True)),
         prompt=facts["prompt"],
         prompt_literal=Markup(prompt_literal),
         samples=facts["samples"],

@@ -318,6 +318,53 @@ def delete(
     out.print(f"Deleted {len(repos)} repo{'s' if len(repos) > 1 else ''}.")
 
 
+# --- the playground ----------------------------------------------------------------------------------
+
+TRY = "Trying the models"
+space_app = typer.Typer(
+    help="The playground: a Gradio app that generates text from any of the organisation's models.",
+    no_args_is_help=True, rich_markup_mode=None,
+)
+app.add_typer(space_app, name="space", rich_help_panel=TRY)
+
+
+@space_app.command("run")
+def space_run(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="N", min=1, max=65535, help="The port to listen on.")] = 7860,
+) -> None:
+    """Serve the playground here until Ctrl-C.
+
+    Models come from the hub section of the config: the local Hub folder with backend = "local" (the
+    demo's models), else the organisation on the Hub. Needs the space extra: pip install -e '.[space]'.
+
+    Example: huggingtweets --config demo/config.toml space run --port 7860, then open
+    http://127.0.0.1:7860/?model=dreamy_kettle
+    """
+    from bot.space import serve
+
+    serve(settings(ctx), host=host, port=port)
+
+
+@space_app.command("deploy")
+def space_deploy(ctx: typer.Context) -> None:
+    """Create or update the playground Space on the Hub, in one commit, and print its URL.
+
+    The Space is <organization>/<name> from the hub and space sections of the config; the token comes
+    from HF_TOKEN (or `hf auth login`). A deploy with nothing changed makes no commit.
+    """
+    from huggingface_hub.utils import disable_progress_bars
+
+    from bot.space import deploy_space
+
+    disable_progress_bars()
+    with _steps("Deploying the playground") as step:
+        result = deploy_space(settings(ctx), progress=step)
+    out.print(f"Space: {result.url}")
+    out.print(f"Commit: {result.commit_url}" if result.changed else "No change: the Space already runs this version.")
+
+
 # --- running the bot --------------------------------------------------------------------------------
 
 

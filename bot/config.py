@@ -149,6 +149,14 @@ class CelerySettings(Section):
         return os.environ.get("CELERY_BROKER_URL") or self.broker_url
 
 
+class SpaceSettings(Section):
+    name: str = Field("playground", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+    cache_size: int = Field(3, ge=1, le=64)
+    num_samples: int = Field(3, ge=1, le=16)
+    max_new_tokens: int = Field(40, ge=8, le=512)
+    list_refresh_seconds: float = Field(300.0, ge=0)
+
+
 class Settings(Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
@@ -157,6 +165,7 @@ class Settings(Section):
     bot: BotSettings = BotSettings()
     bluesky: BlueskySettings = BlueskySettings()
     celery: CelerySettings = CelerySettings()
+    space: SpaceSettings = SpaceSettings()
 
     @model_validator(mode="after")
     def _redelivery_after_the_time_limit(self):

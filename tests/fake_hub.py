@@ -21,7 +21,10 @@ What it implements is what `huggingface_hub` 2.x sends when Xet is off (`HF_HUB_
 `lfsFile`, `deletedFile`, `deletedFolder`; `parentCommit` is checked: 412 when the branch moved),
 the LFS batch `POST /{repo}.git/info/lfs/objects/batch` with the PUT and verify URLs it hands out, and
 `HEAD`/`GET /{repo}/resolve/{rev}/{path}` (`X-Repo-Commit`, `ETag`, `X-Linked-Etag`/`X-Linked-Size` for LFS
-files, `Range`). Model repos only. Large files are streamed to disk, never held in memory.
+files, `Range`). Space repos are served as on the Hub: `POST /api/repos/create` with `type: "space"` and an
+`sdk` (its first commit holds `.gitattributes` and a `README.md` naming the SDK), and the same endpoints under
+`/api/spaces/{repo}/...`, `/spaces/{repo}.git/...` and `/spaces/{repo}/resolve/...`; they are kept in `repos`
+as `spaces/{org}/{name}`, apart from the models. Large files are streamed to disk, never held in memory.
 
 Access: a request with an unknown token gets 401 ("Invalid credentials in Authorization header"), as on the
 Hub; writing needs a token allowed on the namespace (`add_token`), else 403. `hub.token` may write anywhere.
@@ -57,6 +60,11 @@ INITIAL_GITATTRIBUTES = "".join(
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # bigger files always go to LFS, as on the Hub
 REPO_NAME_RE = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,94}[A-Za-z0-9]$|^[A-Za-z0-9]$")
 CHUNK = 1024 * 1024
+
+
+def repo_key(repo_id: str, repo_type: str = "model") -> str:
+    """Where a repo is kept in `FakeHub.repos`: 'org/name' for a model, 'spaces/org/name' for a Space."""
+    return repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
 
 
 def git_blob_id(content: bytes) -> str:
@@ -101,6 +109,8 @@ class Repo:
     private: bool
     created_at: datetime
     commits: list[Commit] = field(default_factory=list)  # oldest first
+    repo_type: str = "model"  # "model" or "space"
+    sdk: str | None = None  # a Space's SDK ("gradio", ...)
 
     @property
     def head(self) -> Commit:
@@ -233,24 +243,29 @@ class FakeHub:
             self.faults.append(Fault(path_prefix, status, method.upper() if method else None, times, after, message,
                                      body))
 
-    def create_repo(self, repo_id: str, private: bool = False, author: str = "tester") -> Repo:
-        """Create a repo directly (its initial commit holds .gitattributes, as on the Hub)."""
+    def create_repo(self, repo_id: str, private: bool = False, author: str = "tester", repo_type: str = "model",
+                    sdk: str | None = None) -> Repo:
+        """Create a repo directly (its initial commit holds .gitattributes, as on the Hub, and for a Space a
+        README.md that names its SDK)."""
         with self.lock:
-            repo = Repo(repo_id, private, _now())
-            gitattributes = self._store_regular(INITIAL_GITATTRIBUTES.encode())
-            repo.commits.append(self._new_commit(repo, "initial commit", "", author, {".gitattributes": gitattributes}))
-            self.repos[repo_id] = repo
+            repo = Repo(repo_id, private, _now(), repo_type=repo_type, sdk=sdk)
+            files = {".gitattributes": self._store_regular(INITIAL_GITATTRIBUTES.encode())}
+            if repo_type == "space":
+                readme = f"---\ntitle: {repo_id.split('/')[1]}\nsdk: {sdk}\npinned: false\n---\n"
+                files["README.md"] = self._store_regular(readme.encode())
+            repo.commits.append(self._new_commit(repo, "initial commit", "", author, files))
+            self.repos[repo_key(repo_id, repo_type)] = repo
             return repo
 
-    def read(self, repo_id: str, path: str, revision: str = "main") -> bytes:
+    def read(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "model") -> bytes:
         """A file's content at a revision."""
-        commit = self.repos[repo_id].commit(revision)
+        commit = self.repos[repo_key(repo_id, repo_type)].commit(revision)
         assert commit is not None, f"no revision {revision} in {repo_id}"
         return commit.files[path].blob.read_bytes()
 
-    def commit_requests(self, repo_id: str) -> list[tuple[str, str, int]]:
+    def commit_requests(self, repo_id: str, repo_type: str = "model") -> list[tuple[str, str, int]]:
         """The commit requests made to a repo, with their answers."""
-        prefix = f"/api/models/{repo_id}/commit/"
+        prefix = f"/api/{repo_type}s/{repo_id}/commit/"
         return [r for r in self.requests if r[0] == "POST" and r[1].startswith(prefix)]
 
     # -- storage ----------------------------------------------------------------------------------------
@@ -295,16 +310,16 @@ class _Handler(BaseHTTPRequestHandler):
         ("DELETE", r"/api/repos/delete", "delete_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", r"/api/models", "list_models"),
-        ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?", "model_info"),
-        ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
-        ("GET", r"/api/models/(?P<repo>[^/]+/[^/]+)/commits/(?P<rev>[^/]+)", "commits"),
-        ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)", "preupload"),
-        ("POST", r"/api/models/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", "commit"),
-        ("POST", r"/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
+        ("GET", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?", "model_info"),
+        ("GET", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
+        ("GET", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/commits/(?P<rev>[^/]+)", "commits"),
+        ("POST", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)", "preupload"),
+        ("POST", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", "commit"),
+        ("POST", r"/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs/upload/(?P<oid>[^/]+)", "lfs_upload"),
         ("POST", r"/lfs/verify/(?P<oid>[^/]+)", "lfs_verify"),
-        ("HEAD", r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
-        ("GET", r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("HEAD", r"/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("GET", r"/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
     ]
 
     def log_message(self, format, *args) -> None:  # quiet: tests read `fake.requests` instead
@@ -458,8 +473,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._may_write(namespace):
             raise HubError(403, f"You don't have the rights to {what} under the namespace \"{namespace}\"")
 
-    def _repo(self, repo_id: str, *, write: bool = False) -> Repo:
-        repo = self.fake.repos.get(repo_id)
+    def _repo(self, repo_id: str, *, write: bool = False, kind: str = "models") -> Repo:
+        repo = self.fake.repos.get(repo_key(repo_id, kind.removesuffix("s")))
         if repo is None or (repo.private and not self._may_write(repo_id.split("/")[0])):
             raise HubError(404, "Repository not found", code="RepoNotFound")
         if write:
@@ -486,29 +501,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def create_repo(self) -> Response:
         payload = self._json()
-        if payload.get("type", "model") != "model":
-            raise HubError(400, "this loopback Hub only has model repos")
+        repo_type = payload.get("type") or "model"
+        if repo_type not in ("model", "space"):
+            raise HubError(400, "this loopback Hub only has model and Space repos")
+        sdk = payload.get("sdk")
+        if repo_type == "space" and sdk not in ("gradio", "docker", "static"):
+            raise HubError(400, f"A Space needs an sdk (gradio, docker or static), not {sdk!r}")
         name = str(payload.get("name") or "")
         namespace = payload.get("organization") or self.user or ""
-        self._require_write(namespace, "create a model")
+        self._require_write(namespace, f"create a {repo_type}")
         if not REPO_NAME_RE.fullmatch(name) or name.endswith(".git"):
             raise HubError(400, f"Invalid repo name: {name!r}")
         repo_id = f"{namespace}/{name}"
-        url = f"{self.fake.url}/{repo_id}"
+        url = f"{self.fake.url}/{repo_id}" if repo_type == "model" else f"{self.fake.url}/spaces/{repo_id}"
         with self.fake.lock:
-            if repo_id in self.fake.repos:
-                return Response.json({"error": "You already created this model repo", "url": url}, 409)
+            if repo_key(repo_id, repo_type) in self.fake.repos:
+                return Response.json({"error": f"You already created this {repo_type} repo", "url": url}, 409)
             private = payload.get("private") is True or payload.get("visibility") == "private"
-            self.fake.create_repo(repo_id, private=private, author=self.user or "tester")
+            self.fake.create_repo(repo_id, private=private, author=self.user or "tester", repo_type=repo_type,
+                                  sdk=sdk if repo_type == "space" else None)
         return Response.json({"url": url, "name": repo_id, "id": hashlib.sha1(repo_id.encode()).hexdigest()[:24]})
 
     def delete_repo(self) -> Response:
         payload = self._json()
         namespace = payload.get("organization") or self.user or ""
         repo_id = f"{namespace}/{payload.get('name')}"
+        kind = f"{payload.get('type') or 'model'}s"
         with self.fake.lock:
-            self._repo(repo_id, write=True)
-            del self.fake.repos[repo_id]
+            self._repo(repo_id, write=True, kind=kind)
+            del self.fake.repos[repo_key(repo_id, kind.removesuffix("s"))]
         return Response()
 
     def validate_yaml(self) -> Response:
@@ -535,6 +556,8 @@ class _Handler(BaseHTTPRequestHandler):
             "tags": list(card.get("tags") or []), "pipeline_tag": card.get("pipeline_tag"),
             "library_name": card.get("library_name"),
         }
+        if repo.repo_type == "space":
+            info["sdk"] = repo.sdk
         if full:
             info["cardData"] = card
             info["siblings"] = [{"rfilename": path} for path in commit.files]
@@ -558,7 +581,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(self.query.get("limit", ["0"])[0] or 0)
         full = self.query.get("full", ["false"])[0].lower() in ("true", "1")
         with self.fake.lock:
-            repos = sorted(self.fake.repos.values(), key=lambda r: r.repo_id)
+            repos = sorted((r for r in self.fake.repos.values() if r.repo_type == "model"), key=lambda r: r.repo_id)
             found = [
                 self._model_json(r, r.head, full=full) for r in repos
                 if (author is None or r.repo_id.split("/")[0] == author)
@@ -567,15 +590,15 @@ class _Handler(BaseHTTPRequestHandler):
             ]
         return Response.json(found[:limit] if limit > 0 else found)
 
-    def model_info(self, repo: str, rev: str = "main") -> Response:
+    def model_info(self, repo: str, rev: str = "main", kind: str = "models") -> Response:
         with self.fake.lock:
-            found = self._repo(repo)
+            found = self._repo(repo, kind=kind)
             return Response.json(self._model_json(found, self._revision(found, rev)))
 
-    def tree(self, repo: str, rev: str, path: str = "") -> Response:
+    def tree(self, repo: str, rev: str, path: str = "", kind: str = "models") -> Response:
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("true", "1")
         with self.fake.lock:
-            commit = self._revision(self._repo(repo), rev)
+            commit = self._revision(self._repo(repo, kind=kind), rev)
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         if prefix and not any(p.startswith(prefix) for p in commit.files):
             raise HubError(404, f"{path} does not exist on \"{rev}\"", code="EntryNotFound")
@@ -599,9 +622,9 @@ class _Handler(BaseHTTPRequestHandler):
                     for f in sorted(folders)]
         return Response.json(sorted(entries, key=lambda e: e["path"]))
 
-    def commits(self, repo: str, rev: str) -> Response:
+    def commits(self, repo: str, rev: str, kind: str = "models") -> Response:
         with self.fake.lock:
-            found = self._repo(repo)
+            found = self._repo(repo, kind=kind)
             head = self._revision(found, rev)
             history = found.commits[: found.commits.index(head) + 1]
         return Response.json([
@@ -610,12 +633,13 @@ class _Handler(BaseHTTPRequestHandler):
             for c in reversed(history)
         ])
 
-    def preupload(self, repo: str, rev: str) -> Response:
+    def preupload(self, repo: str, rev: str, kind: str = "models") -> Response:
         payload = self._json()
         with self.fake.lock:
-            head = self._revision(self._repo(repo, write=True), rev)
+            found = self._repo(repo, write=True, kind=kind)
+            head = self._revision(found, rev)
         lfs_patterns = [
-            line.split()[0] for line in self.fake.read(repo, ".gitattributes", head.oid).decode().splitlines()
+            line.split()[0] for line in head.files[".gitattributes"].blob.read_text().splitlines()
             if "filter=lfs" in line
         ] if ".gitattributes" in head.files else []
         answers = []
@@ -630,10 +654,10 @@ class _Handler(BaseHTTPRequestHandler):
             answers.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         return Response.json({"files": answers, "commitOid": head.oid})
 
-    def lfs_batch(self, repo: str) -> Response:
+    def lfs_batch(self, repo: str, kind: str | None = None) -> Response:
         payload = self._json()
         with self.fake.lock:
-            self._repo(repo, write=True)
+            self._repo(repo, write=True, kind=kind or "models")
         if payload.get("operation") != "upload":
             raise HubError(400, "this loopback Hub only takes uploads through the LFS batch API")
         objects = []
@@ -670,7 +694,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, f"LFS object {oid} was not uploaded")
         return Response.json({"success": True})
 
-    def commit(self, repo: str, rev: str) -> Response:
+    def commit(self, repo: str, rev: str, kind: str = "models") -> Response:
         if self.query.get("create_pr"):
             raise HubError(400, "this loopback Hub has no pull requests")
         lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
@@ -678,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, "the first line of a commit must be its header")
         header = lines[0]["value"]
         with self.fake.lock:
-            found = self._repo(repo, write=True)
+            found = self._repo(repo, write=True, kind=kind)
             head = self._revision(found, rev)
             if rev != "main":
                 raise HubError(400, "commits go to the main branch")
@@ -709,12 +733,13 @@ class _Handler(BaseHTTPRequestHandler):
             commit = self.fake._new_commit(found, str(header.get("summary", "")), str(header.get("description", "")),
                                            self.user or "tester", files)
             found.commits.append(commit)
+        url_prefix = self.fake.url if kind == "models" else f"{self.fake.url}/{kind}"
         return Response.json({"success": True, "commitOid": commit.oid,
-                              "commitUrl": f"{self.fake.url}/{repo}/commit/{commit.oid}", "hookOutput": ""})
+                              "commitUrl": f"{url_prefix}/{repo}/commit/{commit.oid}", "hookOutput": ""})
 
-    def resolve(self, repo: str, rev: str, path: str) -> Response:
+    def resolve(self, repo: str, rev: str, path: str, kind: str | None = None) -> Response:
         with self.fake.lock:
-            commit = self._revision(self._repo(repo), rev)
+            commit = self._revision(self._repo(repo, kind=kind or "models"), rev)
         headers = {"X-Repo-Commit": commit.oid, "Accept-Ranges": "bytes"}
         stored = commit.files.get(path)
         if stored is None:
@@ -748,4 +773,4 @@ def _is_utf8(sample: bytes) -> bool:
     return False
 
 
-__all__ = ["FakeHub", "Repo", "Commit", "StoredFile", "git_blob_id"]
+__all__ = ["FakeHub", "Repo", "Commit", "StoredFile", "git_blob_id", "repo_key"]

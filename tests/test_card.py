@@ -239,3 +239,13 @@ def test_bold_text_is_heavier_than_regular():
     for ch in ("M", "夢"):
         regular, bold = (_glyph(_font_for(font_chain(30, b), ch), ch) for b in (False, True))
         assert sum(bold[8:]) > 1.15 * sum(regular[8:]), ch  # more ink: the variable fonts' weight is set
+
+
+def test_card_links_to_the_playground_with_the_model_chosen():
+    from bot.config import SpaceSettings
+
+    text = render_card(make_facts(), Settings(hub=HubSettings(organization="my-org"),
+                                              space=SpaceSettings(name="try-it"))).text
+    link = "https://huggingface.co/spaces/my-org/try-it?model=dreamy_kettle"
+    assert f"[the huggingtweets playground]({link})" in text
+    assert "Try it in your browser" in text
