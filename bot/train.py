@@ -253,6 +253,7 @@ class FitResult:
 # larger one: Adam's updates to a layer's weights add up over its width (the muP rule), so one setting
 # suits GPT-2 and the tiny base alike.
 REFERENCE_WIDTH = 768
+MAX_WIDTH_SCALE = 16  # a toy model a few units wide would otherwise get a rate that diverges
 
 
 # Blocks per optimiser step when batch_size is 0 ("auto"). On a CPU a step costs in proportion to its
@@ -279,7 +280,7 @@ def peak_learning_rate(model, learning_rate: float, batch: int = 1) -> float:
     square-root rule for Adam (the noise of a step's gradient falls as the square root of its size).
     """
     width = getattr(model.config, "n_embd", None) or getattr(model.config, "hidden_size", None) or REFERENCE_WIDTH
-    return learning_rate * max(1.0, REFERENCE_WIDTH / width) * math.sqrt(batch)
+    return learning_rate * min(MAX_WIDTH_SCALE, max(1.0, REFERENCE_WIDTH / width)) * math.sqrt(batch)
 
 
 def fit(model, train, validation, settings, device, progress=None) -> FitResult:

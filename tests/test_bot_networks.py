@@ -54,3 +54,42 @@ def test_a_mention_on_bluesky_names_bluesky_handles(networks):
     [reply] = sky.replies
     assert "not a handle" in reply["record"]["text"] and "domain name" in reply["record"]["text"]
     assert x.posted == []
+
+
+def test_a_crash_at_every_step_on_bluesky_loses_nothing_and_replies_once(networks, fake_hub):
+    """kill -9 the bot at each step in turn, restarting it after each crash; then let it finish."""
+    from test_bot import CRASH_POINTS
+
+    bot, x, sky = networks
+    train = sky.add_mention("erin.bsky.social", f"train @{ALICE}")
+    help_ = sky.add_mention("dave.bsky.social", "help")
+    for point in CRASH_POINTS:
+        crashed = bot.run(failpoint=point)
+        assert crashed.returncode == -9, f"no crash at {point}: {crashed.stderr[-2000:]}"
+    bot.run_ok()
+
+    assert sorted(r["parent"] for r in sky.replies) == sorted([train, help_])  # one reply each
+    assert set(bot.states().values()) == {"done"} and len(bot.states()) == 2
+    assert len(fake_hub.repos[f"huggingtweets/{ALICE}"].commits) >= 1
+    assert x.posted == []
+
+
+def test_opting_out_on_bluesky_deletes_that_persons_models_only(networks, fake_hub):
+    """alice.bsky.social's opt-out removes her models, not those of @alice on X, a different person."""
+    bot, x, sky = networks
+    for name in (ALICE, f"{ALICE}-bob.bsky.social", "alice", "alice-dora"):
+        fake_hub.create_repo(f"huggingtweets/{name}")
+    opt_out = sky.add_mention(ALICE, "opt out")
+    bot.run_ok()
+    [reply] = [r["record"]["text"] for r in sky.replies if r["parent"] == opt_out]
+    assert "opted out" in reply and "deleted 2 models" in reply
+    assert set(fake_hub.repos) == {"huggingtweets/alice", "huggingtweets/alice-dora"}
+
+    again = sky.add_mention("erin.bsky.social", f"train @{ALICE}")
+    on_x = x.add_mention("carol", "@huggingtweets train @alice")  # X's alice has not opted out
+    x.add_user("alice", posts=150)
+    bot.run_ok()
+    [refused] = [r["record"]["text"] for r in sky.replies if r["parent"] == again]
+    assert "opted out" in refused and f"huggingtweets/{ALICE}" not in fake_hub.repos
+    [answer] = bot.replies_to(on_x)
+    assert "opted out" not in answer

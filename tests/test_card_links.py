@@ -19,9 +19,11 @@ from bot.card import escape, render_card
 from bot.config import Settings
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
-# Our links: the Hub (models, the organisation, the base model) and people's profiles.
+# Our links: the Hub (models, the organisation, the base model, the playground with this model chosen) and
+# people's profiles.
 OUR_LINK_RE = re.compile(r"^https://huggingface\.co/[A-Za-z0-9._/-]+$|^https://x\.com/[a-z0-9_]{1,15}$"
-                         r"|^https://bsky\.app/profile/[a-z0-9.-]+$")
+                         r"|^https://bsky\.app/profile/[a-z0-9.-]+$"
+                         r"|^https://huggingface\.co/spaces/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+\?model=[A-Za-z0-9._-]+$")
 OUR_IMAGE_RE = re.compile(r"^(predictions\.png|loss_curve\.png|https://(pbs\.twimg\.com|abs\.twimg\.com|cdn\.bsky\.app)/\S+)$")
 # Pieces of text that renderers turn into links, or that close our markup, and bidi controls.
 HOSTILE_PIECES = [
