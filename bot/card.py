@@ -186,6 +186,7 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
 
     accounts = facts["accounts"]
     # "@name" with a word joiner after the "@": shown as written, read by no renderer as a mention.
+    network = "bluesky" if any(network_of(h) == "bluesky" for h in facts["handles"]) else "x"
     users = [{"profile_url": _profile_url(h),
               "at_username": Markup("@" + _WORD_JOINER) + escape(accounts[h]["username"]),
               "display_name": accounts[h]["display_name"], "avatar_url": _avatar(accounts[h]["avatar_url"])}
@@ -201,6 +202,7 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
     content = _env.get_template(TEMPLATE).render(
         card_data=Markup(card_data(facts, settings).to_yaml()),
         users=users,
+        network=network,
         num_people="one person" if len(users) == 1 else f"{len(users)} people",
         train_posts=f"{train_posts:,}",
         train_posts_text=_count(train_posts, "post"),

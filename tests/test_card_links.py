@@ -130,6 +130,14 @@ def test_bluesky_people_link_to_their_bluesky_profile():
     links = assert_only_our_links(render_card(facts, Settings()).text)
     assert "https://bsky.app/profile/alice.bsky.social" in links.hrefs
     assert not any("x.com" in h for h in links.hrefs)
+    text = render_card(facts, Settings()).text
+    assert 'mention the bot with "opt out" on Bluesky' in text and "opt out\" on X" not in text
+    assert 'each "-" of a handle is written "\\_"' in text  # the naming rule, said on the card
+
+
+def test_x_people_are_told_to_opt_out_on_x():
+    text = render_card(make_facts(), Settings()).text
+    assert 'post "@huggingtweets opt out" on X' in text and "Bluesky" not in text
 
 
 # --- the prose follows the run ------------------------------------------------------------------
