@@ -74,8 +74,10 @@ def settings(ctx: typer.Context) -> Settings:
     return ctx.obj.settings  # subcommands share the root's object (click hands it down)
 
 
-Handles = Annotated[list[str], typer.Argument(metavar="HANDLE", help="1 to 3 X handles, with or without '@'.", show_default=False)]
-Handle = Annotated[str, typer.Argument(metavar="HANDLE", help="An X handle, with or without '@'.", show_default=False)]
+Handles = Annotated[list[str], typer.Argument(metavar="HANDLE", help="1 to 3 handles of one network, with or without '@': X handles, or Bluesky handles (domain names such as alice.bsky.social).", show_default=False)]
+Handle = Annotated[str, typer.Argument(metavar="HANDLE", help="An X handle, or a Bluesky handle (a domain name), with or without '@'.", show_default=False)]
+# An argument is named by its metavar alone in help ("HANDLE"), as options are, not "HANDLE <list[str]>".
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
 Archives = Annotated[Optional[list[Path]], typer.Option("--archive", "-a", metavar="PATH", help="An X data export (.zip, folder or tweets.js) or a .jsonl of API v2 posts; one per handle.")]
 Flag = {"metavar": ""}  # a switch: no value to describe
 
@@ -197,7 +199,7 @@ def dataset(
 ) -> None:
     """Clean posts into a training set and show the counts per person.
 
-    Without --archive, the posts are downloaded from X.
+    Without --archive, the posts are downloaded from X (or from Bluesky, for Bluesky handles).
 
     Example: huggingtweets dataset dreamy_kettle --archive bot/samples/sample_archive.zip
     """
@@ -226,7 +228,7 @@ def train(
 ) -> None:
     """Fine-tune a model on the posts and write a Hub-ready model folder.
 
-    Without --archive, the posts are downloaded from X.
+    Without --archive, the posts are downloaded from X (or from Bluesky, for Bluesky handles).
 
     Example: huggingtweets train dreamy_kettle --archive bot/samples/sample_archive.zip --base-model tiny
     """

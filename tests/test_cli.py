@@ -85,6 +85,7 @@ def test_each_command_has_help(command):
     assert result.exit_code == 0
     assert f"Usage: huggingtweets {command} " in result.stdout
     assert "--help" in result.stdout
+    assert not re.search(r"<(list|str|int|float|path|Path)\b", result.stdout), result.stdout  # names, not types
 
 
 def test_commands_are_listed_in_the_order_of_the_pipeline_and_help_is_plain_text():
