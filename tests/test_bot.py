@@ -302,7 +302,7 @@ def test_the_job_trains_on_the_dataset_the_download_saved_even_when_x_changes_in
 def test_a_refused_hub_token_fails_the_request_after_one_attempt(bot, x, fake_hub):
     bot.write_config(retry_base_seconds=0, max_attempts=3)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
-    token = "hf_refusedTokenValue0123456789"
+    token = "hf_" + "not-a-real-token-refused"
     result = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "run", "--once"],
                             capture_output=True, text=True, timeout=300, env={**bot.env(), "HF_TOKEN": token},
                             cwd=bot.tmp)

