@@ -26,7 +26,7 @@ loss says when the style is learned:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Why training stopped, as run.json and the card say it.
 PLATEAU = "plateau"  # the held-out loss stopped improving
@@ -67,7 +67,6 @@ class StoppingRule:
     cooldown_start: int | None = None
     cooldown_end: int | None = None
     measures_without_progress: int = 0
-    history: list[tuple[int, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.eval_every = max(1, math.ceil(self.steps_per_epoch / self.evals_per_epoch))
@@ -102,7 +101,6 @@ class StoppingRule:
         """Take the held-out loss after `step` steps (None when nothing is held out)."""
         verdict = Verdict()
         if loss is not None and math.isfinite(loss):
-            self.history.append((step, loss))
             if self.best_loss is None or loss < self.best_loss:
                 progress = self.best_loss is None or loss < self.best_loss * (1 - self.min_improvement)
                 self.best_loss, self.best_step, verdict.is_best = loss, step, True

@@ -36,8 +36,9 @@ def bot(tmp_path, x, fake_hub):
 class BotRunner:
     """Runs the real command in a subprocess with a config and an environment of its own."""
 
-    def __init__(self, tmp: Path, x: FakeX, hub, **bot_settings):
+    def __init__(self, tmp: Path, x: FakeX, hub, extra_env: dict[str, str] | None = None, **bot_settings):
         self.tmp, self.x, self.hub = tmp, x, hub
+        self.extra_env = extra_env or {}  # another network's client settings (tests/test_bot_networks.py)
         self.config = tmp / "config.toml"
         self.write_config()
 
@@ -53,6 +54,7 @@ class BotRunner:
     def env(self, **extra) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "HUGGINGTWEETS_FAILPOINT"}
         env.update(self.x.env())
+        env.update(self.extra_env)
         env.update(HF_TOKEN=self.hub.token, PYTHONPATH=str(ROOT), **extra)
         return env
 

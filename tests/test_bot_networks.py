@@ -3,8 +3,6 @@ Bluesky server and Hub. Each mention is answered on its own network, once, and p
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 from fake_bsky import ALICE, APP_PASSWORD, FakeBluesky
@@ -16,11 +14,8 @@ from test_bot import BotRunner, status_json
 def networks(tmp_path, fake_hub):
     with FakeX() as x, FakeBluesky() as sky:
         x.add_user("dora", posts=180)
-        bot = BotRunner(tmp_path, x, fake_hub)
+        bot = BotRunner(tmp_path, x, fake_hub, extra_env=sky.env())
         bot.write_config(sources=["x", "bluesky"])
-        bluesky_env = {**sky.env()}
-        original_env = bot.env
-        bot.env = lambda **extra: {**original_env(**extra), **bluesky_env}
         yield bot, x, sky
 
 
