@@ -201,6 +201,15 @@ class BotOnQueue:
             assert time.monotonic() < deadline, f"never: {what}\n{self.worker_logs()}"
             time.sleep(0.2)
 
+    def jobs_submitted(self) -> int:
+        """How many requests have had a job handed to the queue, finished or not."""
+        try:
+            with sqlite3.connect(self.tmp / "bot.sqlite3") as db:
+                return db.execute("SELECT COUNT(DISTINCT request_id) FROM transitions"
+                                  " WHERE note LIKE 'job % started%'").fetchone()[0]
+        except sqlite3.OperationalError:  # the bot has not made its tables yet
+            return 0
+
     def job_host(self) -> str | None:
         try:
             return next((r["job_host"] for r in self.rows() if r["job_host"]), None)
@@ -256,8 +265,10 @@ def test_a_worker_killed_mid_job_hands_it_to_another_and_it_is_published_once(bo
 def test_a_broker_restarted_empty_mid_run_loses_nothing(bot, x, fake_hub):
     mentions = {x.add_mention(who, f"@huggingtweets train @{handle}"): handle
                 for who, handle in (("carol", "dora"), ("dave", "eli"), ("erin", "finn"))}
+    # One worker, so that when the broker goes, at least one job is still waiting in it and not yet taken.
+    bot.queue.kill_worker("gpu2")
     process = bot.start()
-    bot.wait_for(lambda: bot.job_host() is not None, "a worker took a job", process)
+    bot.wait_for(lambda: bot.jobs_submitted() == len(mentions), "every job handed to the queue", process)
     bot.queue.redis.stop()
     time.sleep(2)
     bot.queue.redis.start()
