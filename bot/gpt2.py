@@ -52,8 +52,8 @@ def _gpt2_loss(model, ids, labels):
         x = x + drop(linear(y.transpose(1, 2).reshape(batch, length, -1), block.attn.c_proj), block.attn.resid_dropout)
         h = F.gelu(linear(block.ln_2(x), block.mlp.c_fc), approximate="tanh")
         x = x + drop(linear(h, block.mlp.c_proj), block.mlp.dropout)
-    logits = model.lm_head(t.ln_f(x))
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    logits = model.lm_head(t.ln_f(x[:, :-1]))  # the last position predicts nothing in the block
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
 
 def autocast_for(device):

@@ -315,5 +315,7 @@ def loss_curve_image(step_losses: list[float], history: list[dict], best_step: i
 
 
 def save_png(img: Image.Image, path: Path) -> Path:
-    img.save(path, format="PNG", optimize=True)  # no timestamps or other metadata: same image, same bytes
+    # No timestamps or other metadata: same image, same bytes. zlib's default level: `optimize=True`
+    # makes files 4% smaller for four times the time (85 ms a model).
+    img.save(path, format="PNG", compress_level=6)
     return path

@@ -206,11 +206,19 @@ def pick_device(setting: str):
     return torch.device("cuda" if setting != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def eval_blocks_per_forward(block_size: int, device) -> int:
+    """Blocks per forward pass when measuring: 4,096 tokens on a GPU, which is idle on fewer; one on a
+    CPU, where a block's logits stay in the cache and a larger batch is slower per token (about 1.5x
+    for the tiny base, measured in benchmarks/README.md) and, with GPT-2's 50,257-word vocabulary,
+    takes 50 MB of logits a block."""
+    return max(1, 4096 // block_size) if device.type == "cuda" else 1
+
+
 def evaluate(model, ids, labels, batch_size: int, device) -> float:
-    """Mean loss per predicted token over all blocks."""
+    """Mean loss per predicted token over all blocks, `batch_size` blocks per forward pass."""
     model.eval()
     total, count = torch.zeros((), device=device), 0
-    with torch.no_grad(), autocast_for(device):
+    with torch.inference_mode(), autocast_for(device):
         for i in range(0, len(ids), batch_size):
             n = count_targets(labels[i:i + batch_size])
             x, y = ids[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
@@ -301,7 +309,7 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay, fused=True)
     set_dropout(model, cfg.dropout)
     loss_fn = torch.compile(causal_lm_loss) if cfg.compile and device.type == "cuda" else causal_lm_loss
-    eval_batch = max(1, 4096 // ids.shape[1])  # no gradients: larger batches, fewer passes
+    eval_batch = eval_blocks_per_forward(ids.shape[1], device)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     result = FitResult(steps_per_epoch=steps_per_epoch, batch_size=batch_size, learning_rate=peak)
     best_state, step, started = None, 0, time.perf_counter()
