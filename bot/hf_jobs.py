@@ -59,6 +59,8 @@ ERROR_MARKER = "huggingtweets-job-error: "
 # After the service's own time limit, how long the bot waits for the service to end a job itself before it
 # cancels the job (the service's clock and the bot's differ, and ending a container takes a moment).
 CANCEL_GRACE_SECONDS = 120.0
+# Characters of a failure's one line (300) kept for what happened; the log's last lines get the rest.
+DETAIL_CHARS = 150
 # Stages of `huggingface_hub.JobStage`: still going, and over.
 UNDER_WAY_STAGES = ("SCHEDULING", "RUNNING")
 
@@ -318,8 +320,9 @@ class HfJobsExecutor:
         record = error_in_log(lines)
         if record is not None:  # the job's own account: its message and its retry policy
             detail, transient = f"the job failed on Hugging Face Jobs: {record.message}", record.transient
-            lines = [line for line in lines if not line.startswith(ERROR_MARKER)]
-        message = log_tail_message(self._masked(detail), lines)
+            lines = [line for line in lines if not line.startswith(ERROR_MARKER) and record.message not in line]
+        # Half the line at most for what happened: the rest shows the log's last lines.
+        message = log_tail_message(clip(self._masked(detail), DETAIL_CHARS), lines)
         return JobStatus("failed", job.JobFailed(message, transient=transient,
                                                  retry_after=record.retry_after if record else None),
                          where=f"{info.flavor} {info.url}")
@@ -356,12 +359,9 @@ class HfJobsExecutor:
 
 def run_in_container(dataset: str, revision: str, path: str) -> int:
     """Read the ticket the bot committed, train, publish; on failure, the error as the last line."""
-    from huggingface_hub import hf_hub_download
-
     try:
         print(f"reading {path} of {dataset} at {revision[:12]}", flush=True)
-        ticket = job.Ticket.model_validate_json(
-            Path(hf_hub_download(dataset, path, repo_type="dataset", revision=revision)).read_bytes())
+        ticket = read_ticket(dataset, revision, path)
         spec = job.TrainJob.model_validate_json(ticket.job)
         print(f"training {spec.repo_id} on {spec.base_model}", flush=True)
         published = job.run_ticket(ticket)
@@ -376,6 +376,24 @@ def run_in_container(dataset: str, revision: str, path: str) -> int:
     return 0
 
 
+def read_ticket(dataset: str, revision: str, path: str) -> job.Ticket:
+    """The ticket the bot committed; a Hub that refuses it is one line with the HTTP status and its policy."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from bot.hub import HubError, _server_message, _status, _transient_reason
+
+    try:
+        file = hf_hub_download(dataset, path, repo_type="dataset", revision=revision)
+    except LocalEntryNotFoundError as e:  # the library's word for "the Hub answered with an error"
+        cause = e.__cause__ or e.__context__ or e
+        error = HubError(f"the job cannot read its ticket {path} of {dataset} (HTTP {_status(cause) or '-'}: "
+                         f"{_server_message(cause)})")
+        error.transient = _transient_reason(cause) is not None or _status(cause) is None
+        raise error from None
+    return job.Ticket.model_validate_json(Path(file).read_bytes())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.hf_jobs", description="Run one training job on "
                                      "Hugging Face Jobs (the bot writes this command; HF_TOKEN comes as a secret).")
@@ -385,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--revision", required=True, help="the commit the bot made with this ticket")
     run.add_argument("--path", required=True, help="the ticket's path in the repo")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    # The job's own steps in its log; the HTTP libraries' line per request only when something goes wrong.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    for name in ("bot", "huggingtweets"):
+        logging.getLogger(name).setLevel(logging.INFO)
     return run_in_container(args.dataset, args.revision, args.path)
 
 

@@ -198,18 +198,22 @@ def test_a_burst_of_mentions_trains_on_hf_jobs_and_each_gets_one_reply(fake_hub,
 def test_a_job_that_fails_shows_its_log_tail_in_status_with_no_token(fake_hub, x, tmp_path):
     bot = BotOnJobs(tmp_path, fake_hub, x, max_attempts=2)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
-    # The job cannot read its ticket: the Hub refuses it, echoing the credentials it was given.
-    fake_hub.fail_next(f"/datasets/{JOBS_DATASET}/resolve/", 403, times=100, message="Bad token {authorization}")
+    # The job trains, then the Hub refuses its commit, echoing the credentials it was given.
+    fake_hub.fail_next("/api/models/huggingtweets/dora/commit/", 403, times=10, message="Bad token {authorization}")
     stderr = bot.finish(bot.start())
 
     [row] = bot.rows()
     assert row["state"] == "failed" and len(replies_to(x, mention)) == 1
-    assert len(bot.jobs_of(row)) == 2, "tried again once ([bot] max_attempts = 2), each time a new job"
-    assert "the job failed on Hugging Face Jobs" in row["reason"] and "403" in row["reason"], row["reason"]
-    assert "log: " in row["reason"] and "training failed" in row["reason"]
+    assert len(bot.jobs_of(row)) == 1, "a token that may not write: the job's error says trying again cannot help"
+    reason = row["reason"]
+    assert reason.startswith("the job failed on Hugging Face Jobs: the Hugging Face token cannot write to the "
+                             "organisation 'huggingtweets' (HTTP 403: Bad token Bearer ***"), reason
+    assert "; log: … " in reason, "the log's last lines follow"
     status = bot.status()
     assert "the job failed on Hugging Face Jobs" in status.stdout, status.stdout
-    for shown in (status.stdout, stderr, row["reason"], (tmp_path / "work" / f"request-{row['id']}" / "job.log").read_text()):
+    log = (tmp_path / "work" / f"request-{row['id']}" / "job.log").read_text()
+    assert "training huggingtweets/dora on tiny" in log and "HTTP Request" not in log, log
+    for shown in (status.stdout, stderr, reason, log):
         assert fake_hub.token not in shown and fake_hub.token[:8] not in shown
 
 
