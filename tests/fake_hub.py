@@ -24,7 +24,18 @@ the LFS batch `POST /{repo}.git/info/lfs/objects/batch` with the PUT and verify 
 files, `Range`). Space repos are served as on the Hub: `POST /api/repos/create` with `type: "space"` and an
 `sdk` (its first commit holds `.gitattributes` and a `README.md` naming the SDK), and the same endpoints under
 `/api/spaces/{repo}/...`, `/spaces/{repo}.git/...` and `/spaces/{repo}/resolve/...`; they are kept in `repos`
-as `spaces/{org}/{name}`, apart from the models. Large files are streamed to disk, never held in memory.
+as `spaces/{org}/{name}`, apart from the models; dataset repos likewise (`type: "dataset"`, `/api/datasets/...`,
+`/datasets/{repo}/resolve/...`, kept as `datasets/{org}/{name}`). Large files are streamed to disk, never
+held in memory.
+
+The Jobs service, as `huggingface_hub` 2.4 calls it: `POST /api/jobs/{namespace}` (`run_job`: the spec's
+`dockerImage`, `command`, `environment`, `secrets`, `flavor`, `timeoutSeconds`, `labels`), `GET
+/api/jobs/{namespace}` (`list_jobs`, `stage` and `label=key=value` filters), `GET /api/jobs/{namespace}/{id}`
+(`inspect_job`: stage SCHEDULING, RUNNING, then COMPLETED, ERROR with a message, or CANCELED; secrets by name
+only), `GET .../logs` (`fetch_job_logs`: server-sent events `data: {"data": LINE, "timestamp": ...}`, opening
+with "===== Job started ... =====") and `POST .../cancel`. Each job's command runs as a local process
+standing in for its container (`FakeHub.run_container` says how); `jobs` keeps them for tests to read,
+`job_env` adds to every container's environment, `scheduling_seconds` is the wait for a machine.
 
 Access: a request with an unknown token gets 401 ("Invalid credentials in Authorization header"), as on the
 Hub; writing needs a token allowed on the namespace (`add_token`), else 403. `hub.token` may write anywhere.
