@@ -46,7 +46,7 @@ from pathlib import Path
 
 from bot import job
 from bot.config import Settings
-from bot.errors import UsageError, clip, mask, mask_known, scrub
+from bot.errors import UsageError, UserError, clip, mask, mask_known, scrub
 from bot.executors import JobStatus
 
 log = logging.getLogger("huggingtweets.hf_jobs")
@@ -259,9 +259,10 @@ class HfJobsExecutor:
             if isinstance(e, HfHubHTTPError) and _status(e) == 404:
                 self._forget(job_id)
                 return JobStatus("lost")
-            if _transient_reason(e) is None:
-                raise
-            return JobStatus("running")  # the Hub is away: ask again later
+            if _transient_reason(e) is not None:
+                return JobStatus("running")  # the Hub is away: ask again later
+            with self.hub._translate_errors(f"{namespace}/jobs", writing=False):
+                raise  # a refused token: one line that says so
         where = f"{info.flavor} {info.url}"
         stage = str(getattr(info.status.stage, "value", info.status.stage))
         if stage in UNDER_WAY_STAGES:
@@ -272,14 +273,20 @@ class HfJobsExecutor:
             self._cancel(namespace, service_id)
             self._forget(job_id)
             return JobStatus("failed", job.JobFailed(overdue, transient=True), where=where)
-        self._forget(job_id)
         if stage == "COMPLETED":
             spec, _ = job.load(request_dir)
-            published = job.published_earlier(spec, self.settings)
+            try:
+                published = job.published_earlier(spec, self.settings)
+            except UserError as e:
+                if not e.transient:
+                    raise
+                return JobStatus("running", where=where)  # the Hub is away: read the commit later
+            self._forget(job_id)
             if published is not None:
                 return JobStatus("done", published=published, where=where)
             return self._failed(info, namespace, request_dir, "the job ended without publishing the model",
                                 transient=True)
+        self._forget(job_id)
         if stage in ("CANCELED", "DELETED"):
             what = "cancelled" if stage == "CANCELED" else "deleted"
             return self._failed(info, namespace, request_dir,

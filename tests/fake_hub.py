@@ -35,7 +35,7 @@ The Jobs service, as `huggingface_hub` 2.4 calls it: `POST /api/jobs/{namespace}
 only), `GET .../logs` (`fetch_job_logs`: server-sent events `data: {"data": LINE, "timestamp": ...}`, opening
 with "===== Job started ... =====") and `POST .../cancel`. Each job's command runs as a local process
 standing in for its container (`FakeHub.run_container` says how); `jobs` keeps them for tests to read,
-`job_env` adds to every container's environment, `scheduling_seconds` is the wait for a machine.
+`scheduling_seconds` is the wait for a machine.
 
 Access: a request with an unknown token gets 401 ("Invalid credentials in Authorization header"), as on the
 Hub; writing needs a token allowed on the namespace (`add_token`), else 403. `hub.token` may write anywhere.
@@ -175,7 +175,6 @@ class Job:
     finished_at: datetime | None = None
     process: subprocess.Popen | None = None
     log: list[tuple[datetime, str]] = field(default_factory=list)
-    cancelled: bool = False
 
     @property
     def labels(self) -> dict[str, str]:
@@ -225,7 +224,6 @@ class FakeHub:
         self.add_token(self.token, user="loopback-tester")
         self.jobs: dict[str, Job] = {}  # the Jobs service's jobs by id, in the order they were submitted
         self.scheduling_seconds = 0.2  # how long a job waits for a machine before it runs
-        self.job_env: dict[str, str] = {}  # more environment for every container (a test's fault, say)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -275,7 +273,6 @@ class FakeHub:
             self.requests.clear()
             self.faults.clear()
             self.jobs.clear()
-            self.job_env = {}
             self.scheduling_seconds = 0.2
 
     # -- test controls ----------------------------------------------------------------------------------
@@ -362,7 +359,6 @@ class FakeHub:
                    HF_HOME=str(home / "hf-home"))
         env.update({k: str(v) for k, v in (job.spec.get("environment") or {}).items()})
         env.update({k: str(v) for k, v in (job.spec.get("secrets") or {}).items()})
-        env.update(self.job_env)
         with self.lock:
             if job.stage != "SCHEDULING":  # cancelled while it waited
                 return
@@ -983,7 +979,6 @@ class _Handler(BaseHTTPRequestHandler):
             job = self._job(namespace, job_id)
             if not self._may_write(namespace):
                 raise HubError(403, "You don't have the rights to cancel this job")
-            job.cancelled = True
             self.fake._end_job(job, "CANCELED", None)
         return Response()
 
