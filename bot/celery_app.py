@@ -28,17 +28,14 @@ from __future__ import annotations
 
 import logging
 import socket
-import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
-
 from bot import job
-from bot.config import HubSettings, Settings
+from bot.config import Settings
 from bot.errors import UsageError, clip, hide_in_logs
+from bot.job import Ticket
 
 log = logging.getLogger("huggingtweets.celery")
 
@@ -54,33 +51,6 @@ DELIVERIES_KEY = "huggingtweets:deliveries:"
 KEEP_SECONDS = 7 * 86400
 # Between the soft time limit (the job ends itself, with an error) and the hard one (its process is killed).
 HARD_LIMIT_GRACE_SECONDS = 30
-
-
-class Ticket(BaseModel):
-    """One training job as a message: the request folder's input, whole, and where to publish."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: Literal[1] = 1
-    job: str  # job.json, as the bot wrote it
-    data: dict[str, str]  # data/'s files by name: train.jsonl, validation.jsonl, stats.json
-    hub: HubSettings
-
-    @classmethod
-    def from_folder(cls, request_dir: Path, hub: HubSettings) -> Ticket:
-        data_dir = request_dir / job.DATA_DIR
-        return cls(job=(request_dir / job.JOB_FILE).read_text(encoding="utf-8"), hub=hub,
-                   data={p.name: p.read_text(encoding="utf-8") for p in sorted(data_dir.iterdir()) if p.is_file()})
-
-    def unpack(self, request_dir: Path) -> Path:
-        """The request folder again, on the worker's disk."""
-        (request_dir / job.DATA_DIR).mkdir(parents=True)
-        for name, text in self.data.items():
-            if Path(name).name != name or name.startswith("."):
-                raise UsageError(f"a job's data file may not be named {name!r}")
-            (request_dir / job.DATA_DIR / name).write_text(text, encoding="utf-8")
-        (request_dir / job.JOB_FILE).write_text(self.job, encoding="utf-8")
-        return request_dir
 
 
 def shown_url(url: str) -> str:
@@ -151,56 +121,12 @@ def train_and_publish(task, ticket: dict) -> dict:
         if deliveries > MAX_DELIVERIES:
             raise job.JobFailed(f"the job was handed to workers {MAX_DELIVERIES} times and never finished "
                                 "(each time its worker died or was killed: out of memory?)", transient=True)
-        published = run_ticket(Ticket.model_validate(ticket))
+        published = job.run_ticket(Ticket.model_validate(ticket))
     except Exception as e:  # noqa: BLE001 - every failure goes back to the bot with its retry policy
         record = job.error_record(e)
         log.warning("job %s failed: %s", task.request.id, record.message)
         return {"worker": host, "error": record.model_dump()}
     return {"worker": host, "published": published.model_dump()}
-
-
-def run_ticket(ticket: Ticket) -> job.Published:
-    """Train and publish one ticket in a temporary folder; a commit already made for it is returned as is."""
-    from bot.facts import RunFacts
-    from bot.hub import find_published, publish_folder
-
-    spec = job.TrainJob.model_validate_json(ticket.job)
-    settings = Settings(hub=ticket.hub)
-    if spec.request_key:
-        found = find_published(spec.repo_id, spec.request_key, settings)
-        if found is not None:
-            log.info("%s was already published for this request: %s", spec.repo_id, found.commit_url)
-            return _published(found, _published_facts(found, settings))
-    with tempfile.TemporaryDirectory(prefix="huggingtweets-job-") as tmp:
-        request_dir = ticket.unpack(Path(tmp) / "request")
-        job.run(request_dir)
-        model_dir = request_dir / job.MODEL_DIR
-        facts = RunFacts.load(model_dir)
-        result = publish_folder(model_dir, settings, repo_id=spec.repo_id, key=spec.request_key)
-    return _published(result, facts)
-
-
-def _published(result, facts) -> job.Published:
-    return job.Published(repo_id=result.repo_id, model_url=result.model_url, commit_url=result.commit_url,
-                         commit_id=result.commit_id, best_sample=facts.best_sample if facts else None,
-                         validation_perplexity=facts.validation_perplexity if facts else None)
-
-
-def _published_facts(found, settings: Settings):
-    """The run facts of a commit made earlier, for the reply's sample; None when they cannot be read."""
-    from bot.facts import FILE_NAME, RunFacts
-
-    try:
-        if settings.hub.backend == "local":
-            org, name = found.repo_id.split("/")
-            return RunFacts.load(Path(settings.hub.local_dir) / org / name)
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(found.repo_id, FILE_NAME, revision=found.commit_id)
-        return RunFacts.load(Path(path).parent)
-    except Exception as e:  # noqa: BLE001 - the reply goes without a sample
-        log.warning("could not read the run facts of %s: %s", found.commit_url, e)
-        return None
 
 
 def run_worker(settings: Settings, name: str | None = None) -> None:
@@ -231,6 +157,7 @@ class CeleryExecutor:
     """
 
     name = "celery"
+    remote = True  # jobs go on while the bot is away
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -61,7 +61,8 @@ class TrainSettings(Section):
     dropout: float = Field(0.0, ge=0, lt=1)
     compile: bool = False
     output_dir: Path = Path("models")
-    # Where the bot's training jobs run: a subprocess beside it, or Celery workers (bot.executors).
+    # Where the bot's training jobs run: a subprocess beside it, Celery workers, or Hugging Face Jobs
+    # (bot.executors, bot.celery_app, bot.hf_jobs).
     executor: Literal["local", "celery", "hf-jobs"] = "local"
 
 
@@ -149,6 +150,34 @@ class CelerySettings(Section):
         return os.environ.get("CELERY_BROKER_URL") or self.broker_url
 
 
+class HfJobsSettings(Section):
+    """Training on Hugging Face Jobs (`[train] executor = "hf-jobs"`, bot/hf_jobs.py)."""
+
+    # The machine each job gets (a `huggingface_hub.JobHardware` name): a T4 trains a GPT-2 model in minutes.
+    flavor: str = Field("t4-small", pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
+    # The Docker image a job runs in: one with CUDA and torch already in it, so a job installs little.
+    image: str = Field("pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime", min_length=1, max_length=300)
+    # What pip installs in the image before the job runs ("": huggingtweets at the bot's own version, so
+    # the job reads the job.json this bot writes). A git URL or a wheel URL for a fork.
+    package: str = Field("", max_length=500)
+    # The service ends a job that runs longer than this (and bills no further): installing and training.
+    timeout_seconds: float = Field(3600.0, ge=1)
+    # A job still waiting for a machine this long after it was submitted is cancelled and tried again later.
+    start_timeout_seconds: float = Field(1800.0, ge=10)
+    # Whose account the jobs run (and are billed) under: "" for the token's own user, or an organisation.
+    namespace: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+    # The private dataset repo each request's input (posts and job.json) travels through: a name in
+    # [hub] organization, or ORG/NAME.
+    dataset: str = Field("huggingtweets-jobs", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+    # Seconds between two questions to the service about one job: a job takes minutes, and the Hub's API
+    # is rate limited.
+    poll_seconds: float = Field(10.0, ge=0)
+    # Most jobs running at once: each one is a paid machine.
+    max_jobs: int = Field(4, ge=1, le=1000)
+    # Lines of a failed job's log kept in its error (what `huggingtweets status` shows, secrets masked).
+    log_tail_lines: int = Field(20, ge=1, le=1000)
+
+
 class SpaceSettings(Section):
     name: str = Field("playground", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
     cache_size: int = Field(3, ge=1, le=64)
@@ -165,6 +194,7 @@ class Settings(Section):
     bot: BotSettings = BotSettings()
     bluesky: BlueskySettings = BlueskySettings()
     celery: CelerySettings = CelerySettings()
+    hf_jobs: HfJobsSettings = HfJobsSettings()
     space: SpaceSettings = SpaceSettings()
 
     @model_validator(mode="after")

@@ -5,7 +5,8 @@
     >>> executor.check(job_id, Path("state/work/request-7"))
     JobStatus(state='running', error=None)
 
-`[train] executor = "celery"` sends each job to Celery workers on other machines (`bot.celery_app`).
+`[train] executor = "celery"` sends each job to Celery workers on other machines (`bot.celery_app`);
+`[train] executor = "hf-jobs"` runs each on a rented GPU on Hugging Face Jobs (`bot.hf_jobs`).
 `[train] executor = "local"` (the default) runs each job as a subprocess of the bot (`python -m bot.job
 REQUEST_DIR`), one at a time. The job dies with the bot (see `bot.job.exit_with_parent`), and a lock file
 that the job holds keeps a second one from starting while an orphan of a killed bot is still on its way out.
@@ -44,6 +45,7 @@ class JobStatus:
 class Executor(Protocol):
     name: str  # what `huggingtweets status` shows as where a job runs
     slots: int  # most jobs under way at once
+    remote: bool  # jobs run on other machines and go on while the bot is away
 
     def submit(self, request_dir: Path) -> str | None:
         """Start the job of a request folder; its id, or None when no job can start now (try later)."""
@@ -63,6 +65,7 @@ class LocalExecutor:
 
     name = "local"
     slots = 1
+    remote = False
 
     def __init__(self, work_dir: str | os.PathLike, timeout_seconds: float):
         self.work_dir = Path(work_dir)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +39,8 @@ from bot.files import partial_folder, replace_folder, write_atomically
 
 JOB_FILE, DATA_DIR, MODEL_DIR, ERROR_FILE = "job.json", "data", "model", "error.json"
 PUBLISHED_FILE = "published.json"
+
+log = logging.getLogger("huggingtweets.job")
 
 
 class TrainJob(BaseModel):
@@ -97,6 +101,40 @@ def read_published(request_dir: str | os.PathLike) -> Published | None:
         return Published.model_validate_json((Path(request_dir) / PUBLISHED_FILE).read_bytes())
     except FileNotFoundError:
         return None
+
+
+class Ticket(BaseModel):
+    """A request folder's input, whole, and where to publish: what a job on another machine needs.
+
+    A Celery message carries one (`bot.celery_app`); a job on Hugging Face Jobs reads one from a private
+    dataset repo (`bot.hf_jobs`).
+
+        >>> ticket = Ticket.from_folder(Path("state/work/request-7"), settings.hub)
+        >>> run_ticket(ticket)          # on the other machine: train, publish, return the `Published`
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    job: str  # job.json, as the bot wrote it
+    data: dict[str, str]  # data/'s files by name: train.jsonl, validation.jsonl, stats.json
+    hub: HubSettings
+
+    @classmethod
+    def from_folder(cls, request_dir: Path, hub: HubSettings) -> Ticket:
+        data_dir = request_dir / DATA_DIR
+        return cls(job=(request_dir / JOB_FILE).read_text(encoding="utf-8"), hub=hub,
+                   data={p.name: p.read_text(encoding="utf-8") for p in sorted(data_dir.iterdir()) if p.is_file()})
+
+    def unpack(self, request_dir: Path) -> Path:
+        """The request folder again, on the worker's disk."""
+        (request_dir / DATA_DIR).mkdir(parents=True)
+        for name, text in self.data.items():
+            if Path(name).name != name or name.startswith("."):
+                raise UsageError(f"a job's data file may not be named {name!r}")
+            (request_dir / DATA_DIR / name).write_text(text, encoding="utf-8")
+        (request_dir / JOB_FILE).write_text(self.job, encoding="utf-8")
+        return request_dir
 
 
 class JobFailed(UserError):
@@ -179,6 +217,61 @@ def write_error(request_dir: str | os.PathLike, error: BaseException) -> JobErro
     record = error_record(error)
     write_atomically(Path(request_dir) / ERROR_FILE, record.model_dump_json() + "\n")
     return record
+
+
+def run_ticket(ticket: Ticket) -> Published:
+    """Train and publish one ticket in a temporary folder; a commit already made for it is returned as is."""
+    from bot.facts import RunFacts
+    from bot.hub import publish_folder
+
+    spec = TrainJob.model_validate_json(ticket.job)
+    settings = Settings(hub=ticket.hub)
+    found = published_earlier(spec, settings)
+    if found is not None:
+        return found
+    with tempfile.TemporaryDirectory(prefix="huggingtweets-job-") as tmp:
+        request_dir = ticket.unpack(Path(tmp) / "request")
+        run(request_dir)
+        model_dir = request_dir / MODEL_DIR
+        facts = RunFacts.load(model_dir)
+        result = publish_folder(model_dir, settings, repo_id=spec.repo_id, key=spec.request_key)
+    return _published(result, facts)
+
+
+def published_earlier(spec: TrainJob, settings: Settings) -> Published | None:
+    """The model a copy of this job already published for its request (the commit carrying its key), or None."""
+    from bot.hub import find_published
+
+    if not spec.request_key:
+        return None
+    found = find_published(spec.repo_id, spec.request_key, settings)
+    if found is None:
+        return None
+    log.info("%s was already published for this request: %s", spec.repo_id, found.commit_url)
+    return _published(found, _published_facts(found, settings))
+
+
+def _published(result, facts) -> Published:
+    return Published(repo_id=result.repo_id, model_url=result.model_url, commit_url=result.commit_url,
+                     commit_id=result.commit_id, best_sample=facts.best_sample if facts else None,
+                     validation_perplexity=facts.validation_perplexity if facts else None)
+
+
+def _published_facts(found, settings: Settings):
+    """The run facts of a commit made earlier, for the reply's sample; None when they cannot be read."""
+    from bot.facts import FILE_NAME, RunFacts
+
+    try:
+        if settings.hub.backend == "local":
+            org, name = found.repo_id.split("/")
+            return RunFacts.load(Path(settings.hub.local_dir) / org / name)
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(found.repo_id, FILE_NAME, revision=found.commit_id)
+        return RunFacts.load(Path(path).parent)
+    except Exception as e:  # noqa: BLE001 - the reply goes without a sample
+        log.warning("could not read the run facts of %s: %s", found.commit_url, e)
+        return None
 
 
 def exit_with_parent(interval: float = 1.0) -> None:

@@ -67,13 +67,15 @@ def make_source(settings: Settings, name: str) -> Source:
 
 
 def make_executor(settings: Settings) -> Executor:
-    """The executor `[train] executor` names (Celery's is imported only when used)."""
+    """The executor `[train] executor` names (Celery's and HF Jobs' are imported only when used)."""
     if settings.train.executor == "celery":
         from bot.celery_app import CeleryExecutor
 
         return CeleryExecutor(settings)
     if settings.train.executor == "hf-jobs":
-        raise UsageError('[train] executor = "hf-jobs" is not available in this version; use "local" or "celery"')
+        from bot.hf_jobs import HfJobsExecutor
+
+        return HfJobsExecutor(settings)
     return LocalExecutor(settings.bot.work_dir, settings.bot.job_timeout_seconds)
 
 
@@ -238,6 +240,7 @@ class Bot:
         if job_id is None:  # the executor cannot take it yet
             self.store.update(r.id, next_attempt_at=self.store.clock() + BUSY_WAIT_SECONDS)
             return
+        failpoint("job_submitted")  # a crash here leaves a job the store does not know of
         self.store.job_started(r.id, job_id, self.executor.name)
 
     def check_jobs(self) -> bool:
@@ -386,9 +389,10 @@ class Bot:
             self.stop_jobs()
 
     def stop_jobs(self) -> None:
-        """End the jobs that run on this machine; each starts again after a restart."""
+        """End the jobs that run on this machine; each starts again after a restart. Jobs on other
+        machines go on, and are asked about again after a restart."""
         under_way = [r for r in self.store.jobs_under_way() if r.executor == self.executor.name]
-        if under_way and self.executor.running():
+        if under_way and self.executor.running() and not getattr(self.executor, "remote", False):
             self.executor.stop()
             for r in under_way:
                 log.info("request %d: stopped in training; its job starts again after a restart", r.id)

@@ -24,7 +24,18 @@ the LFS batch `POST /{repo}.git/info/lfs/objects/batch` with the PUT and verify 
 files, `Range`). Space repos are served as on the Hub: `POST /api/repos/create` with `type: "space"` and an
 `sdk` (its first commit holds `.gitattributes` and a `README.md` naming the SDK), and the same endpoints under
 `/api/spaces/{repo}/...`, `/spaces/{repo}.git/...` and `/spaces/{repo}/resolve/...`; they are kept in `repos`
-as `spaces/{org}/{name}`, apart from the models. Large files are streamed to disk, never held in memory.
+as `spaces/{org}/{name}`, apart from the models; dataset repos likewise (`type: "dataset"`, `/api/datasets/...`,
+`/datasets/{repo}/resolve/...`, kept as `datasets/{org}/{name}`). Large files are streamed to disk, never
+held in memory.
+
+The Jobs service, as `huggingface_hub` 2.4 calls it: `POST /api/jobs/{namespace}` (`run_job`: the spec's
+`dockerImage`, `command`, `environment`, `secrets`, `flavor`, `timeoutSeconds`, `labels`), `GET
+/api/jobs/{namespace}` (`list_jobs`, `stage` and `label=key=value` filters), `GET /api/jobs/{namespace}/{id}`
+(`inspect_job`: stage SCHEDULING, RUNNING, then COMPLETED, ERROR with a message, or CANCELED; secrets by name
+only), `GET .../logs` (`fetch_job_logs`: server-sent events `data: {"data": LINE, "timestamp": ...}`, opening
+with "===== Job started ... =====") and `POST .../cancel`. Each job's command runs as a local process
+standing in for its container (`FakeHub.run_container` says how); `jobs` keeps them for tests to read,
+`scheduling_seconds` is the wait for a machine.
 
 Access: a request with an unknown token gets 401 ("Invalid credentials in Authorization header"), as on the
 Hub; writing needs a token allowed on the namespace (`add_token`), else 403. `hub.token` may write anywhere.
@@ -36,11 +47,16 @@ import base64
 import fnmatch
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,6 +153,34 @@ class Fault:
     body: bytes | None = None  # answer with exactly these bytes instead of the error JSON
 
 
+# What the loopback Jobs service hands a container besides the job's own environment and secrets: the
+# test machine's stand-ins for what the image would hold (see `FakeHub.run_container`).
+HARNESS_ENV = ("HF_HUB_DISABLE_XET", "HF_HUB_DISABLE_TELEMETRY", "HUGGINGTWEETS_CACHE", "TOKENIZERS_PARALLELISM",
+               "LANG", "LC_ALL", "TMPDIR")
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Job:
+    """One job of the loopback Jobs service: its spec as submitted, its stage, its container and its log."""
+
+    id: str
+    namespace: str
+    owner: str
+    spec: dict
+    created_at: datetime
+    stage: str = "SCHEDULING"
+    message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    process: subprocess.Popen | None = None
+    log: list[tuple[datetime, str]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.spec.get("labels") or {})
+
+
 class HubError(Exception):
     """An HTTP error answer: status, JSON body {"error": message}, optional X-Error-Code."""
 
@@ -178,6 +222,8 @@ class FakeHub:
         self.tokens: dict[str, tuple[str, frozenset[str] | None]] = {}
         self.token = "hf_loopback" + secrets.token_hex(12)
         self.add_token(self.token, user="loopback-tester")
+        self.jobs: dict[str, Job] = {}  # the Jobs service's jobs by id, in the order they were submitted
+        self.scheduling_seconds = 0.2  # how long a job waits for a machine before it runs
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -196,6 +242,9 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        with self.lock:
+            for job in self.jobs.values():
+                self._end_job(job, "CANCELED", "the loopback Hub stopped")
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -215,11 +264,16 @@ class FakeHub:
         return f"http://{host}:{port}"
 
     def reset(self) -> None:
-        """Forget every repo, request and fault; keep the tokens and the stored blobs."""
+        """Forget every repo, request, fault and job (ending those still running); keep the tokens and the
+        stored blobs."""
         with self.lock:
+            for job in self.jobs.values():
+                self._end_job(job, "CANCELED", "the loopback Hub was reset")
             self.repos.clear()
             self.requests.clear()
             self.faults.clear()
+            self.jobs.clear()
+            self.scheduling_seconds = 0.2
 
     # -- test controls ----------------------------------------------------------------------------------
 
@@ -268,6 +322,112 @@ class FakeHub:
         prefix = f"/api/{repo_type}s/{repo_id}/commit/"
         return [r for r in self.requests if r[0] == "POST" and r[1].startswith(prefix)]
 
+    # -- the Jobs service -------------------------------------------------------------------------------
+
+    def jobs_for(self, label: str, value: str) -> list[Job]:
+        """The jobs submitted with this label, oldest first."""
+        with self.lock:
+            return [j for j in self.jobs.values() if j.labels.get(label) == value]
+
+    def submit_job(self, namespace: str, owner: str, spec: dict) -> Job:
+        with self.lock:
+            job = Job(secrets.token_hex(12), namespace, owner, spec, _now())
+            self.jobs[job.id] = job
+        threading.Thread(target=self.run_container, args=(job,), name=f"fake-job-{job.id}", daemon=True).start()
+        return job
+
+    def run_container(self, job: Job) -> None:
+        """Run a job's command as a local process, standing in for its container.
+
+        The stand-in for the image: the command runs as given (argv, no shell of ours) in a folder of its
+        own, with the job's environment and its secrets as environment variables, as the service passes them;
+        `python` on its PATH is this test's interpreter with the checkout importable (the code under test
+        stands in for the huggingtweets the image would install), and `pip` only says what it would install.
+        A few of the test machine's variables (HARNESS_ENV) keep it off the network and share the tiny base
+        model's cache. The service's time limit (`timeoutSeconds`) kills the process group: stage ERROR.
+        """
+        time.sleep(self.scheduling_seconds)
+        home = self.blobs / f"job-{job.id}"
+        bin_dir = home / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        (bin_dir / "pip").write_text('#!/bin/sh\necho "(loopback image) pip $*: huggingtweets comes from the checkout"\n')
+        for tool in bin_dir.iterdir():
+            tool.chmod(0o755)
+        env = {name: os.environ[name] for name in HARNESS_ENV if name in os.environ}
+        env.update(PATH=f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", HOME=str(home), PYTHONPATH=str(CHECKOUT),
+                   HF_HOME=str(home / "hf-home"))
+        env.update({k: str(v) for k, v in (job.spec.get("environment") or {}).items()})
+        env.update({k: str(v) for k, v in (job.spec.get("secrets") or {}).items()})
+        with self.lock:
+            if job.stage != "SCHEDULING":  # cancelled while it waited
+                return
+            try:
+                job.process = subprocess.Popen(job.spec["command"] + list(job.spec.get("arguments") or []),
+                                               env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as e:
+                job.log.append((_now(), f"cannot start the container: {e}"))
+                job.stage, job.message, job.finished_at = "ERROR", f"cannot start the container: {e}", _now()
+                return
+            job.stage, job.started_at = "RUNNING", _now()
+            job.log.append((_now(), f"===== Job started at {_iso(job.started_at)} ====="))
+        reader = threading.Thread(target=self._read_log, args=(job,), daemon=True)
+        reader.start()
+        limit = job.spec.get("timeoutSeconds")
+        try:
+            code = job.process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            with self.lock:
+                self._end_job(job, "ERROR", f"Job timed out after {limit} seconds")
+            return
+        reader.join(timeout=5)
+        with self.lock:
+            if job.stage != "RUNNING":
+                return
+            job.finished_at = _now()
+            if code == 0:
+                job.stage = "COMPLETED"
+            else:
+                job.stage, job.message = "ERROR", f"Job failed with exit code: {code if code >= 0 else 128 - code}"
+
+    def _read_log(self, job: Job) -> None:
+        for raw in job.process.stdout:
+            with self.lock:
+                job.log.append((_now(), raw.decode("utf-8", errors="replace").rstrip("\n")))
+
+    def _end_job(self, job: Job, stage: str, message: str) -> None:
+        """Stop a job's container, if it runs, and set its final stage (the caller holds the lock)."""
+        if job.stage not in ("SCHEDULING", "RUNNING"):
+            return
+        job.stage, job.message, job.finished_at = stage, message, _now()
+        if job.process is not None and job.process.poll() is None:
+            try:
+                os.killpg(job.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def job_json(self, job: Job) -> dict:
+        """A job as the service describes it (`huggingface_hub.JobInfo`); secrets by name only."""
+        spec = job.spec
+        now = job.finished_at or _now()
+        running = int((now - job.started_at).total_seconds()) if job.started_at else None
+        return {
+            "id": job.id, "createdAt": _iso(job.created_at),
+            "startedAt": _iso(job.started_at) if job.started_at else None,
+            "finishedAt": _iso(job.finished_at) if job.finished_at else None,
+            "dockerImage": spec.get("dockerImage"), "spaceId": spec.get("spaceId"),
+            "command": spec.get("command"), "arguments": spec.get("arguments") or [],
+            "environment": spec.get("environment") or {},
+            "secrets": {name: None for name in spec.get("secrets") or {}},
+            "flavor": spec.get("flavor"), "labels": spec.get("labels"),
+            "status": {"stage": job.stage, "message": job.message},
+            "durations": {"runningSecs": running, "totalSecs": int((now - job.created_at).total_seconds())},
+            "owner": {"id": hashlib.sha1(job.namespace.encode()).hexdigest()[:24], "name": job.namespace,
+                      "type": "user" if job.namespace == job.owner else "org"},
+            "initiator": {"type": "user", "id": hashlib.sha1(job.owner.encode()).hexdigest()[:24], "name": job.owner},
+        }
+
     # -- storage ----------------------------------------------------------------------------------------
 
     def _store_regular(self, content: bytes) -> StoredFile:
@@ -310,16 +470,21 @@ class _Handler(BaseHTTPRequestHandler):
         ("DELETE", r"/api/repos/delete", "delete_repo"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", r"/api/models", "list_models"),
-        ("GET", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?", "model_info"),
-        ("GET", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
-        ("GET", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/commits/(?P<rev>[^/]+)", "commits"),
-        ("POST", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)", "preupload"),
-        ("POST", r"/api/(?P<kind>models|spaces)/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", "commit"),
-        ("POST", r"/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
+        ("GET", r"/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?", "model_info"),
+        ("GET", r"/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),
+        ("GET", r"/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)/commits/(?P<rev>[^/]+)", "commits"),
+        ("POST", r"/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)", "preupload"),
+        ("POST", r"/api/(?P<kind>models|spaces|datasets)/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", "commit"),
+        ("POST", r"/(?:(?P<kind>spaces|datasets)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch", "lfs_batch"),
         ("PUT", r"/lfs/upload/(?P<oid>[^/]+)", "lfs_upload"),
         ("POST", r"/lfs/verify/(?P<oid>[^/]+)", "lfs_verify"),
-        ("HEAD", r"/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
-        ("GET", r"/(?:(?P<kind>spaces)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("HEAD", r"/(?:(?P<kind>spaces|datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("GET", r"/(?:(?P<kind>spaces|datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("POST", r"/api/jobs/(?P<namespace>[^/]+)", "run_job"),
+        ("GET", r"/api/jobs/(?P<namespace>[^/]+)", "list_jobs"),
+        ("GET", r"/api/jobs/(?P<namespace>[^/]+)/(?P<job_id>[^/]+)", "inspect_job"),
+        ("GET", r"/api/jobs/(?P<namespace>[^/]+)/(?P<job_id>[^/]+)/logs", "job_logs"),
+        ("POST", r"/api/jobs/(?P<namespace>[^/]+)/(?P<job_id>[^/]+)/cancel", "cancel_job"),
     ]
 
     def log_message(self, format, *args) -> None:  # quiet: tests read `fake.requests` instead
@@ -502,8 +667,8 @@ class _Handler(BaseHTTPRequestHandler):
     def create_repo(self) -> Response:
         payload = self._json()
         repo_type = payload.get("type") or "model"
-        if repo_type not in ("model", "space"):
-            raise HubError(400, "this loopback Hub only has model and Space repos")
+        if repo_type not in ("model", "space", "dataset"):
+            raise HubError(400, "this loopback Hub only has model, dataset and Space repos")
         sdk = payload.get("sdk")
         if repo_type == "space" and sdk not in ("gradio", "docker", "static"):
             raise HubError(400, f"A Space needs an sdk (gradio, docker or static), not {sdk!r}")
@@ -513,7 +678,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not REPO_NAME_RE.fullmatch(name) or name.endswith(".git"):
             raise HubError(400, f"Invalid repo name: {name!r}")
         repo_id = f"{namespace}/{name}"
-        url = f"{self.fake.url}/{repo_id}" if repo_type == "model" else f"{self.fake.url}/spaces/{repo_id}"
+        url = f"{self.fake.url}/{repo_id}" if repo_type == "model" else f"{self.fake.url}/{repo_type}s/{repo_id}"
         with self.fake.lock:
             if repo_key(repo_id, repo_type) in self.fake.repos:
                 return Response.json({"error": f"You already created this {repo_type} repo", "url": url}, 409)
@@ -761,6 +926,62 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
         return Response(status, headers=headers, file=stored.blob, start=start, length=end - start + 1)
 
+    # -- the Jobs service -------------------------------------------------------------------------------
+
+    def run_job(self, namespace: str) -> Response:
+        spec = self._json()
+        self._require_write(namespace, "run jobs")
+        command = spec.get("command")
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise HubError(400, "command must be a non-empty list of strings")
+        if not spec.get("dockerImage") and not spec.get("spaceId"):
+            raise HubError(400, "a job needs a dockerImage or a spaceId")
+        job = self.fake.submit_job(namespace, self.user, spec)
+        with self.fake.lock:
+            return Response.json(self.fake.job_json(job))
+
+    def _job(self, namespace: str, job_id: str) -> Job:
+        if self.user is None:
+            raise HubError(401, "You must be authenticated to do this")
+        job = self.fake.jobs.get(job_id)
+        if job is None or job.namespace != namespace or not self._may_write(namespace):
+            raise HubError(404, "Job not found")
+        return job
+
+    def list_jobs(self, namespace: str) -> Response:
+        if self.user is None:
+            raise HubError(401, "You must be authenticated to do this")
+        stages = set(self.query.get("stage", []))
+        labels = [tuple(pair.split("=", 1)) for pair in self.query.get("label", []) if "=" in pair]
+        with self.fake.lock:
+            found = [self.fake.job_json(j) for j in self.fake.jobs.values()
+                     if j.namespace == namespace and self._may_write(namespace)
+                     and (not stages or j.stage in stages) and all(j.labels.get(k) == v for k, v in labels)]
+        return Response.json(found)
+
+    def inspect_job(self, namespace: str, job_id: str) -> Response:
+        with self.fake.lock:
+            return Response.json(self.fake.job_json(self._job(namespace, job_id)))
+
+    def job_logs(self, namespace: str, job_id: str) -> Response:
+        """The log as server-sent events, one `data: {"data": LINE, "timestamp": ...}` each; the stream
+        ends with what there is (the real one stays open while the job runs, with keep-alive comments)."""
+        with self.fake.lock:
+            lines = list(self._job(namespace, job_id).log)
+        tail = self.query.get("tail", [None])[0]
+        if tail is not None:
+            lines = lines[-int(tail):] if int(tail) > 0 else []
+        body = "".join(f"data: {json.dumps({'data': line, 'timestamp': _iso(at)})}\n\n" for at, line in lines)
+        return Response(200, body.encode(), {"Content-Type": "text/event-stream"})
+
+    def cancel_job(self, namespace: str, job_id: str) -> Response:
+        with self.fake.lock:
+            job = self._job(namespace, job_id)
+            if not self._may_write(namespace):
+                raise HubError(403, "You don't have the rights to cancel this job")
+            self.fake._end_job(job, "CANCELED", None)
+        return Response()
+
 
 def _is_utf8(sample: bytes) -> bool:
     # A 512-byte sample may end inside a multi-byte character: allow a cut of up to 3 bytes.
@@ -773,4 +994,4 @@ def _is_utf8(sample: bytes) -> bool:
     return False
 
 
-__all__ = ["FakeHub", "Repo", "Commit", "StoredFile", "git_blob_id", "repo_key"]
+__all__ = ["FakeHub", "Job", "Repo", "Commit", "StoredFile", "git_blob_id", "repo_key"]

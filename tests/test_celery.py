@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -16,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from bot_process import BotProcess, keyed_commits, replies_to
 from fake_x import FakeX
 
 from bot.cli import to_toml
-from bot.hub import KEY_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server")
@@ -163,66 +162,13 @@ def bot(tmp_path, queue, fake_hub, x):
     return BotOnQueue(tmp_path, queue, x)
 
 
-class BotOnQueue:
+class BotOnQueue(BotProcess):
     def __init__(self, tmp: Path, queue: Queue, x: FakeX):
-        self.tmp, self.queue, self.x = tmp, queue, x
-        self.config = queue.write_config(tmp)
-
-    def env(self) -> dict[str, str]:
-        return {**self.queue.env(), **self.x.env()}
-
-    def start(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bot", "--config", str(self.config), "run", "--once"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env(),
-                                cwd=self.tmp)
-
-    def finish(self, process: subprocess.Popen, timeout: float = 150) -> str:
-        try:
-            _, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, stderr = process.communicate()
-            pytest.fail(f"the bot did not finish: {stderr[-3000:]}\n{self.worker_logs()}")
-        assert process.returncode == 0, stderr[-3000:]
-        return stderr
+        self.queue, self.x = queue, x
+        super().__init__(tmp, queue.write_config(tmp), {**queue.env(), **x.env()}, self.worker_logs)
 
     def worker_logs(self) -> str:
         return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2000:]}" for name, path in self.queue.logs.items())
-
-    def rows(self) -> list[sqlite3.Row]:
-        with sqlite3.connect(self.tmp / "bot.sqlite3") as db:
-            db.row_factory = sqlite3.Row
-            return db.execute("SELECT * FROM requests ORDER BY id").fetchall()
-
-    def wait_for(self, condition, what: str, process: subprocess.Popen, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert process.poll() is None, f"the bot ended before {what}: {process.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, f"never: {what}\n{self.worker_logs()}"
-            time.sleep(0.2)
-
-    def jobs_submitted(self) -> int:
-        """How many requests have had a job handed to the queue, finished or not."""
-        try:
-            with sqlite3.connect(self.tmp / "bot.sqlite3") as db:
-                return db.execute("SELECT COUNT(DISTINCT request_id) FROM transitions"
-                                  " WHERE note LIKE 'job % started%'").fetchone()[0]
-        except sqlite3.OperationalError:  # the bot has not made its tables yet
-            return 0
-
-    def job_host(self) -> str | None:
-        try:
-            return next((r["job_host"] for r in self.rows() if r["job_host"]), None)
-        except sqlite3.OperationalError:  # the bot has not made its tables yet
-            return None
-
-
-def replies_to(x: FakeX, mention: str) -> list[str]:
-    return [p["text"] for p in x.posted if p.get("in_reply_to_tweet_id") == mention]
-
-
-def keyed_commits(hub, repo: str) -> list:
-    return [c for c in hub.repos[repo].commits if KEY_PREFIX in c.description]
 
 
 def test_two_workers_train_a_burst_of_mentions_and_each_gets_one_reply(bot, x, fake_hub):
@@ -240,8 +186,7 @@ def test_two_workers_train_a_burst_of_mentions_and_each_gets_one_reply(bot, x, f
     assert {r["job_host"] for r in rows} == {"gpu1@test", "gpu2@test"}, "both workers trained"
     assert "training -> publishing" in stderr and fake_hub.token not in stderr
 
-    status = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "status"],
-                            capture_output=True, text=True, env=bot.env(), cwd=bot.tmp)
+    status = bot.status()
     assert "celery on gpu1@test" in status.stdout and "celery on gpu2@test" in status.stdout, status.stdout
 
 
