@@ -307,7 +307,7 @@ class HfJobsExecutor:
         age = (datetime.now(timezone.utc) - info.created_at).total_seconds()
         start_limit = self.options.start_timeout_seconds
         if stage == "SCHEDULING" and age > start_limit:
-            return (f"no {self.options.flavor} machine was free for {start_limit:.0f} s "
+            return (f"no {info.flavor or self.options.flavor} machine was free for {start_limit:.0f} s "
                     f"([hf_jobs] start_timeout_seconds); the job was cancelled")
         if age > start_limit + self.options.timeout_seconds + CANCEL_GRACE_SECONDS:
             return (f"the job ran past its time limit ([hf_jobs] timeout_seconds = "

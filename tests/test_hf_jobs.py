@@ -119,6 +119,25 @@ def test_a_failed_jobs_log_comes_back_masked_and_an_unknown_job_is_lost(fake_hub
     assert executor.running() == 0
 
 
+def test_a_job_left_waiting_for_a_machine_is_cancelled_and_a_hub_away_is_asked_again(fake_hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", fake_hub.token)
+    fake_hub.scheduling_seconds = 60  # no machine free for a minute
+    executor = HfJobsExecutor(Settings.model_validate({"hf_jobs": {"poll_seconds": 0, "start_timeout_seconds": 10}}))
+    info = executor.api.run_job(image="python:3.12", command=["python", "-c", "print('never runs')"],
+                                namespace=NAMESPACE)
+    job_id = f"{NAMESPACE}/{info.id}"
+
+    fake_hub.fail_next(f"/api/jobs/{NAMESPACE}/{info.id}", 503, method="GET", times=1)
+    assert executor.check(job_id, tmp_path).state == "running"  # the Hub is away: ask again later
+    assert executor.check(job_id, tmp_path).state == "running"  # waiting for a machine, within the limit
+
+    time.sleep(10.5)
+    status = executor.check(job_id, tmp_path)
+    assert status.state == "failed" and status.error.transient
+    assert "no cpu-basic machine was free for 10 s" in str(status.error) and "cancelled" in str(status.error)
+    assert fake_hub.jobs[info.id].stage == "CANCELED"  # the bot pays for no machine it gave up on
+
+
 # --- the bot, end to end -------------------------------------------------------------------------------
 
 
