@@ -127,8 +127,11 @@ def test_a_job_left_waiting_for_a_machine_is_cancelled_and_a_hub_away_is_asked_a
                                 namespace=NAMESPACE)
     job_id = f"{NAMESPACE}/{info.id}"
 
-    fake_hub.fail_next(f"/api/jobs/{NAMESPACE}/{info.id}", 503, method="GET", times=1)
+    fake_hub.fail_next(f"/api/jobs/{NAMESPACE}/{info.id}", 503, method="GET", times=100)  # every retry too
     assert executor.check(job_id, tmp_path).state == "running"  # the Hub is away: ask again later
+    asked = f"/api/jobs/{NAMESPACE}/{info.id}"
+    assert 503 in {status for _, path, status in fake_hub.requests if path.startswith(asked)}
+    fake_hub.faults.clear()
     assert executor.check(job_id, tmp_path).state == "running"  # waiting for a machine, within the limit
 
     time.sleep(10.5)
