@@ -313,7 +313,10 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
     shuffle = torch.Generator().manual_seed(cfg.seed)
     result = FitResult(steps_per_epoch=steps_per_epoch, batch_size=batch_size, learning_rate=peak)
     best_state, step, started = None, 0, time.perf_counter()
-    losses: list = []
+    # Each step's loss is written into one tensor. A list holding a new small tensor each step scattered
+    # long-lived bits of memory among the step's large buffers: on a CPU, steps then became a third
+    # slower, at once, part way through long runs (benchmarks/README.md).
+    losses = torch.zeros(rule.max_steps, device=device)
     model.train()
     while True:
         for batch in torch.randperm(len(ids), generator=shuffle).split(batch_size):
@@ -326,7 +329,7 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())  # no .item() here: it would wait for the GPU every step
+            losses[step] = loss.detach()  # no .item() here: it would wait for the GPU every step
             result.tokens_seen += int(targets_per_block[batch].sum())
             step += 1
             if progress:
@@ -349,7 +352,7 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
         else:
             continue
         break
-    result.step_losses = [round(v, 4) for v in torch.stack(losses).float().cpu().tolist()]
+    result.step_losses = [round(v, 4) for v in losses[:step].float().cpu().tolist()]
     if best_state is not None and rule.best_step != step:
         model.load_state_dict(best_state)
     result.steps, result.best_step, result.best_loss, result.stop_reason = step, rule.best_step, rule.best_loss, rule.reason
