@@ -199,26 +199,14 @@ class HfJobsExecutor:
             env["HF_ENDPOINT"] = self.api.endpoint
         # Not retried: a submission whose answer was lost may have started a job; the next try finds it
         # by its label instead of starting a second.
-        info = self._once("start the job", lambda: self.api.run_job(
+        info = self.hub._retrying("start the job", lambda: self.api.run_job(
             image=self.options.image,
             command=job_command(self.options.package or default_package(), repo, commit.oid, path),
             env=env, secrets={"HF_TOKEN": token}, flavor=self.options.flavor,
             timeout=int(self.options.timeout_seconds), labels={REQUEST_LABEL: folder},
-            name=f"huggingtweets-{folder}"[:60], namespace=namespace))
+            name=f"huggingtweets-{folder}"[:60], namespace=namespace), tries=1)
         log.info("%s: job %s submitted (%s, %s)", folder, info.id, self.options.flavor, info.url)
         return f"{namespace}/{info.id}"
-
-    def _once(self, what: str, call):
-        """`call()` once; a failure that may pass is the Hub being away (the job waits and is tried again)."""
-        from bot.hub import HubUnavailableError, _transient_reason
-
-        try:
-            return call()
-        except Exception as e:
-            reason = _transient_reason(e)
-            if reason is None:
-                raise
-            raise HubUnavailableError(f"the Hub at {self.api.endpoint} could not {what} ({reason})") from None
 
     def _unfinished_job_for(self, namespace: str, folder: str) -> str | None:
         """A job for this request that is under way or has completed (its model is published): one started
@@ -337,18 +325,23 @@ class HfJobsExecutor:
     def _log_tail(self, service_id: str, namespace: str) -> list[str]:
         """The job's last lines, secrets masked; a line saying why when the log cannot be read."""
         lines: deque[str] = deque(maxlen=self.options.log_tail_lines)
+        token = self._known_token()
         try:
             for line in self.api.fetch_job_logs(job_id=service_id, namespace=namespace):
-                lines.append(self._masked(line.rstrip("\n")))
+                lines.append(self._masked(line.rstrip("\n"), token))
         except Exception as e:  # noqa: BLE001 - the failure is reported without its log
             lines.append(f"(the job's log could not be read: {type(e).__name__})")
         return list(lines)
 
-    def _masked(self, text: str) -> str:
+    def _masked(self, text: str, token: str | None = None) -> str:
         """`text` without the bot's secrets: those in its environment, the Hub token wherever it came from."""
+        return mask_known(mask(scrub(text), [token if token is not None else self._known_token()]))
+
+    @staticmethod
+    def _known_token() -> str:
         from huggingface_hub import get_token
 
-        return mask_known(mask(scrub(text), [get_token() or ""]))
+        return get_token() or ""
 
     def _cancel(self, namespace: str, service_id: str) -> None:
         try:

@@ -432,13 +432,14 @@ class HubRepos:
             return f"{self.api.endpoint}/{repo_id}/commit/{commits[0].commit_id}", commits[0].commit_id
         return None
 
-    def _retrying(self, what: str, call: Callable[[], T]) -> T:
-        """`call()`, tried again after transient failures with exponential back-off, at most max_retries times.
+    def _retrying(self, what: str, call: Callable[[], T], tries: int | None = None) -> T:
+        """`call()`, tried again after transient failures with exponential back-off, at most max_retries times
+        (or `tries` in all: 1 for a call that must not run twice, such as starting a job).
 
         huggingface_hub already retries its upload requests (preupload, LFS batch, PUT, verify) with its
         own `http_backoff`; the commit and the repo calls it leaves to the caller, and they come here.
         """
-        tries = self.hub.max_retries + 1
+        tries = tries or self.hub.max_retries + 1
         for number in range(1, tries + 1):
             try:
                 return call()

@@ -392,7 +392,7 @@ class Bot:
         """End the jobs that run on this machine; each starts again after a restart. Jobs on other
         machines go on, and are asked about again after a restart."""
         under_way = [r for r in self.store.jobs_under_way() if r.executor == self.executor.name]
-        if under_way and self.executor.running() and not getattr(self.executor, "remote", False):
+        if under_way and self.executor.running() and not self.executor.remote:
             self.executor.stop()
             for r in under_way:
                 log.info("request %d: stopped in training; its job starts again after a restart", r.id)

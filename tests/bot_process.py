@@ -90,3 +90,17 @@ def replies_to(x, mention: str) -> list[str]:
 def keyed_commits(hub, repo: str) -> list:
     """The commits of a repo on the loopback Hub that a bot made for a request (carrying its key)."""
     return [c for c in hub.repos[repo].commits if KEY_PREFIX in c.description]
+
+
+def mention_burst(x) -> dict[str, str]:
+    """Three people ask at once for three different models: {mention id: handle to model}."""
+    return {x.add_mention(who, f"@huggingtweets train @{handle}"): handle
+            for who, handle in (("carol", "dora"), ("dave", "eli"), ("erin", "finn"))}
+
+
+def assert_each_answered_once(x, hub, mentions: dict[str, str], context: str = "") -> None:
+    """Every mention got exactly one reply linking its model, published in exactly one keyed commit."""
+    for mention, handle in mentions.items():
+        [reply] = replies_to(x, mention)
+        assert f"/huggingtweets/{handle}" in reply, f"{reply}\n{context}"
+        assert len(keyed_commits(hub, f"huggingtweets/{handle}")) == 1, handle

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bot_process import BotProcess, keyed_commits, replies_to
+from bot_process import BotProcess, assert_each_answered_once, keyed_commits, mention_burst, replies_to
 from fake_x import FakeX
 
 from bot.cli import to_toml
@@ -172,14 +172,10 @@ class BotOnQueue(BotProcess):
 
 
 def test_two_workers_train_a_burst_of_mentions_and_each_gets_one_reply(bot, x, fake_hub):
-    mentions = {x.add_mention(who, f"@huggingtweets train @{handle}"): handle
-                for who, handle in (("carol", "dora"), ("dave", "eli"), ("erin", "finn"))}
+    mentions = mention_burst(x)
     stderr = bot.finish(bot.start())
 
-    for mention, handle in mentions.items():
-        [reply] = replies_to(x, mention)
-        assert f"/huggingtweets/{handle}" in reply, f"{reply}\n{stderr[-2000:]}\n{bot.worker_logs()}"
-        assert len(keyed_commits(fake_hub, f"huggingtweets/{handle}")) == 1
+    assert_each_answered_once(x, fake_hub, mentions, f"{stderr[-2000:]}\n{bot.worker_logs()}")
     rows = bot.rows()
     assert {r["state"] for r in rows} == {"done"}
     assert {r["executor"] for r in rows} == {"celery"}
@@ -208,8 +204,7 @@ def test_a_worker_killed_mid_job_hands_it_to_another_and_it_is_published_once(bo
 
 
 def test_a_broker_restarted_empty_mid_run_loses_nothing(bot, x, fake_hub):
-    mentions = {x.add_mention(who, f"@huggingtweets train @{handle}"): handle
-                for who, handle in (("carol", "dora"), ("dave", "eli"), ("erin", "finn"))}
+    mentions = mention_burst(x)
     # One worker, so that when the broker goes, at least one job is still waiting in it and not yet taken.
     bot.queue.kill_worker("gpu2")
     process = bot.start()
@@ -219,8 +214,6 @@ def test_a_broker_restarted_empty_mid_run_loses_nothing(bot, x, fake_hub):
     bot.queue.redis.start()
     stderr = bot.finish(process)
 
-    for mention, handle in mentions.items():
-        assert len(replies_to(x, mention)) == 1, mention
-        assert len(keyed_commits(fake_hub, f"huggingtweets/{handle}")) == 1, handle
+    assert_each_answered_once(x, fake_hub, mentions, stderr[-2000:])
     assert {r["state"] for r in bot.rows()} == {"done"}
     assert "is gone; starting it again" in stderr  # the queued jobs went with the broker's data

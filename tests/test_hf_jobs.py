@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bot_process import BotProcess, keyed_commits, replies_to
+from bot_process import BotProcess, assert_each_answered_once, keyed_commits, mention_burst, replies_to
 from fake_x import FakeX
 
 from bot.cli import to_toml
@@ -190,14 +190,10 @@ def request_key_folder(row) -> str:
 
 def test_a_burst_of_mentions_trains_on_hf_jobs_and_each_gets_one_reply(fake_hub, x, tmp_path):
     bot = BotOnJobs(tmp_path, fake_hub, x)
-    mentions = {x.add_mention(who, f"@huggingtweets train @{handle}"): handle
-                for who, handle in (("carol", "dora"), ("dave", "eli"), ("erin", "finn"))}
+    mentions = mention_burst(x)
     stderr = bot.finish(bot.start())
 
-    for mention, handle in mentions.items():
-        [reply] = replies_to(x, mention)
-        assert f"/huggingtweets/{handle}" in reply, f"{reply}\n{stderr[-2000:]}\n{bot.job_logs()}"
-        assert len(keyed_commits(fake_hub, f"huggingtweets/{handle}")) == 1
+    assert_each_answered_once(x, fake_hub, mentions, f"{stderr[-2000:]}\n{bot.job_logs()}")
     rows = bot.rows()
     assert {r["state"] for r in rows} == {"done"} and {r["executor"] for r in rows} == {"hf-jobs"}
     for row in rows:
