@@ -4,6 +4,8 @@
     python benchmarks/train_quality.py --json > benchmarks/results/cpu-quality.json
     python benchmarks/train_quality.py --device cuda --bases gpt2-random   # GPT-2 124M's shape, on a GPU
     python benchmarks/train_quality.py --corpora large,small --bases tiny  # a part of the matrix
+    python benchmarks/train_quality.py --set min_improvement=0.05 --recipe-from benchmarks/results/cpu-quality.json
+                                  # ours with other [train] settings, against the recipe's saved figures
 
 Each cell runs both sides in this one process, one after the other, on the same cleaned and split
 posts (`bot.dataset`, as the bot does), with `benchmarks/train_speed.py`'s two runners: (a) the
@@ -130,20 +132,30 @@ def recipe_measure(folder: Path, dataset, block_size: int, device) -> float:
     return evaluate(model, *pack(dataset.validation, tokenizer, block_size), 32, device)
 
 
-def run_cell(base_name: str, corpus: str, device, work: Path) -> dict:
+def run_cell(base_name: str, corpus: str, device, work: Path, overrides: dict, saved_recipe: dict | None) -> dict:
+    """One cell; with `saved_recipe` (a cell of an earlier report) the recipe is not run again."""
     dataset = build_corpus(corpus, work / corpus)
     base = base_path(base_name, work)
     speed.warm_up(base, device)
     cell_dir = work / f"{base_name}-{corpus}"
-    recipe = speed.run_recipe(dataset, base, device, cell_dir)
-    ours = speed.run_ours(dataset, base, device, cell_dir, {})
-    recipe_folder, ours_folder = recipe.pop("folder"), ours.pop("folder")
-    recipe["heldout_loss"] = speed.heldout_loss(recipe_folder, dataset.validation, device)
+    recipe = None
+    if saved_recipe is None:  # the recipe first, as in every report so far
+        recipe = speed.run_recipe(dataset, base, device, cell_dir)
+    ours = speed.run_ours(dataset, base, device, cell_dir, overrides)
+    ours_folder = ours.pop("folder")
     ours["heldout_loss"] = speed.heldout_loss(ours_folder, dataset.validation, device)
     facts = json.loads((ours_folder / "run.json").read_text(encoding="utf-8"))
-    target = recipe_measure(recipe_folder, dataset, facts["hyperparameters"]["block_size"], device)
+    if recipe is not None:
+        recipe_folder = recipe.pop("folder")
+        recipe = {"seconds": recipe["seconds"], "train_seconds": recipe["train_seconds"],
+                  "heldout_loss": speed.heldout_loss(recipe_folder, dataset.validation, device),
+                  "target": recipe_measure(recipe_folder, dataset, facts["hyperparameters"]["block_size"], device)}
+    else:  # reports before the target was saved: the held-out loss, scored the same way but for the batching
+        recipe = {"seconds": saved_recipe["recipe_seconds"], "train_seconds": saved_recipe["recipe_train_seconds"],
+                  "heldout_loss": saved_recipe["recipe_heldout_loss"],
+                  "target": saved_recipe.get("recipe_target_loss", saved_recipe["recipe_heldout_loss"])}
     reached = next((m["seconds"] for m in facts["history"]
-                    if m["validation_loss"] is not None and m["validation_loss"] <= target), None)
+                    if m["validation_loss"] is not None and m["validation_loss"] <= recipe["target"]), None)
     return {
         "base": base_name, "corpus": corpus, "train_posts": len(dataset.train), "validation_posts": len(dataset.validation),
         "recipe_seconds": round(recipe["seconds"], 2), "ours_seconds": round(ours["seconds"], 2),
@@ -152,6 +164,7 @@ def run_cell(base_name: str, corpus: str, device, work: Path) -> dict:
         "loss_ratio": round(ours["heldout_loss"] / recipe["heldout_loss"], 4),
         "ours_seconds_to_recipe_loss": reached, "ours_passes": facts["epochs_run"], "stop_reason": facts["stop_reason"],
         "recipe_train_seconds": round(recipe["train_seconds"], 2), "ours_train_seconds": round(ours["train_seconds"], 2),
+        "recipe_target_loss": round(recipe["target"], 4), "recipe_saved": saved_recipe is not None,
     }
 
 
@@ -161,7 +174,14 @@ def main() -> None:
     parser.add_argument("--bases", default=None, help=f"comma-separated (default on CPU: {','.join(BASES)})")
     parser.add_argument("--corpora", default=",".join(CORPORA), help=f"comma-separated (default: {','.join(CORPORA)})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a [train] setting for ours")
+    parser.add_argument("--recipe-from", type=Path, metavar="REPORT",
+                        help="take the recipe's times and losses from an earlier --json report instead of running it")
     args = parser.parse_args()
+    overrides = speed.parse_overrides(args.set)
+    saved = {}
+    if args.recipe_from:
+        saved = {(c["base"], c["corpus"]): c for c in json.loads(args.recipe_from.read_text(encoding="utf-8"))["cells"]}
 
     import torch
     import transformers
@@ -175,7 +195,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train-quality-") as tmp:
         for base in bases:
             for corpus in args.corpora.split(","):
-                rows.append(run_cell(base, corpus, device, Path(tmp)))
+                if args.recipe_from and (base, corpus) not in saved:
+                    raise SystemExit(f"{args.recipe_from}: no cell {base} x {corpus}")
+                rows.append(run_cell(base, corpus, device, Path(tmp), overrides, saved.get((base, corpus))))
                 if not args.json:
                     r = rows[-1]
                     print(f"{base:12} {corpus:9} recipe {r['recipe_seconds']:6.1f} s loss {r['recipe_heldout_loss']:.3f} | "
@@ -187,7 +209,8 @@ def main() -> None:
                "mean_loss_ratio": round(sum(r["loss_ratio"] for r in rows) / len(rows), 4),
                "geomean_speed_ratio": round(math.exp(sum(math.log(r["speed_ratio"]) for r in rows) / len(rows)), 2),
                "slowest_speed_ratio": min(r["speed_ratio"] for r in rows)}
-    report = {"device": speed.hardware(device), "load_average": speed.load_average(), "cells": rows, "summary": summary,
+    report = {"device": speed.hardware(device), "load_average": speed.load_average(), "settings": overrides,
+              "recipe_from": str(args.recipe_from) if args.recipe_from else None, "cells": rows, "summary": summary,
               "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if args.json:
         print(json.dumps(report, indent=2))

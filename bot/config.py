@@ -44,7 +44,7 @@ class TrainSettings(Section):
     learning_rate: float = Field(1.372e-4, gt=0, lt=1)
     max_epochs: int = Field(4, ge=1, le=100)
     evals_per_epoch: int = Field(4, ge=1, le=100)
-    min_improvement: float = Field(0.05, ge=0, lt=1)
+    min_improvement: float = Field(0.025, ge=0, lt=1)
     patience: int = Field(2, ge=1, le=1000)
     cooldown_fraction: float = Field(0.2, ge=0, le=1)
     max_minutes: float = Field(0.0, ge=0)

@@ -56,7 +56,7 @@ class StoppingRule:
     steps_per_epoch: int
     max_epochs: int
     evals_per_epoch: int = 4
-    min_improvement: float = 0.05
+    min_improvement: float = 0.025
     patience: int = 2
     cooldown_fraction: float = 0.2
     max_seconds: float | None = None

@@ -207,11 +207,10 @@ def pick_device(setting: str):
 
 
 def eval_blocks_per_forward(block_size: int, device) -> int:
-    """Blocks per forward pass when measuring: 4,096 tokens on a GPU, which is idle on fewer; one on a
-    CPU, where a block's logits stay in the cache and a larger batch is slower per token (about 1.5x
-    for the tiny base, measured in benchmarks/README.md) and, with GPT-2's 50,257-word vocabulary,
-    takes 50 MB of logits a block."""
-    return max(1, 4096 // block_size) if device.type == "cuda" else 1
+    """Blocks per forward pass when measuring: 4,096 tokens on a GPU, which is idle on fewer; 1,024 on
+    a CPU, the size of a training step (for the tiny base a quarter faster than one block a forward;
+    for GPT-2's shape even, with 200 MB of logits; benchmarks/README.md)."""
+    return max(1, (4096 if device.type == "cuda" else 1024) // block_size)
 
 
 def evaluate(model, ids, labels, batch_size: int, device) -> float:
@@ -264,21 +263,26 @@ REFERENCE_WIDTH = 768
 MAX_WIDTH_SCALE = 16  # a toy model a few units wide would otherwise get a rate that diverges
 
 
-# Blocks per optimiser step when batch_size is 0 ("auto"). On a CPU a step costs in proportion to its
-# tokens, so one block a step gives the most updates for the time. A GPU is idle on one block: there,
-# as many blocks as still leave MIN_STEPS_PER_EPOCH steps a pass (the stopping rule measures a few
-# times a pass), a power of two, at most MAX_AUTO_BATCH.
+# Blocks per optimiser step when batch_size is 0 ("auto"). At least MIN_TOKENS_PER_STEP tokens, the
+# original recipe's update (one block of 1,024): a step also pays for a pass of the optimiser over every
+# weight and for each operation's overhead, which on a CPU make one 256-token block of the tiny base cost
+# half as much again per token as four (benchmarks/README.md). A GPU is idle even on that: there, as many
+# blocks as still leave MIN_STEPS_PER_EPOCH steps a pass (the stopping rule measures a few times a
+# pass), a power of two, at most MAX_AUTO_BATCH.
+MIN_TOKENS_PER_STEP = 1024
 MIN_STEPS_PER_EPOCH = 64
 MAX_AUTO_BATCH = 32
 
 
-def blocks_per_step(setting: int, n_blocks: int, device) -> int:
+def blocks_per_step(setting: int, n_blocks: int, device, block_size: int = 256) -> int:
     """The batch: `setting` when it is not 0, else the rule above."""
     if setting:
         return setting
+    least = max(1, MIN_TOKENS_PER_STEP // block_size)
     if device.type != "cuda":
-        return 1
-    return max(1, min(MAX_AUTO_BATCH, 2 ** int(math.log2(max(1, n_blocks // MIN_STEPS_PER_EPOCH)))))
+        return least
+    fill = 2 ** int(math.log2(max(1, n_blocks // MIN_STEPS_PER_EPOCH)))
+    return max(least, min(MAX_AUTO_BATCH, fill))
 
 
 def peak_learning_rate(model, learning_rate: float, batch: int = 1) -> float:
@@ -300,7 +304,7 @@ def fit(model, train, validation, settings, device, progress=None) -> FitResult:
     cfg = settings
     ids, labels = train[0].to(device), train[1].to(device)  # a few MB: the whole set lives on the device
     targets_per_block = (train[1][:, 1:] != IGNORE_INDEX).sum(1)  # counted on the CPU: no GPU sync
-    batch_size = blocks_per_step(cfg.batch_size, len(ids), device)
+    batch_size = blocks_per_step(cfg.batch_size, len(ids), device, ids.shape[1])
     steps_per_epoch = math.ceil(len(ids) / batch_size)
     rule = StoppingRule(steps_per_epoch, cfg.max_epochs, cfg.evals_per_epoch, cfg.min_improvement, cfg.patience,
                         cfg.cooldown_fraction, cfg.max_minutes * 60 or None, has_heldout=len(validation[0]) > 0)

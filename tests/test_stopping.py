@@ -53,6 +53,16 @@ def test_small_gains_are_not_progress():
     assert rule.best_step == last  # each small gain is still the best so far, and kept
 
 
+def test_a_slow_steady_fall_is_progress_and_a_fall_of_a_percent_is_not():
+    """Real text keeps falling by a few percent a measure for passes: by default that is learning, not a
+    plateau (a pass gaining about a tenth is worth its time), while 1% a measure is."""
+    falling = {0.03: (4, MAX_EPOCHS), 0.01: (1, PLATEAU)}  # 1%: a plateau at step 75, a cool-down to 100
+    for share, (passes, reason) in falling.items():
+        rule = StoppingRule(steps_per_epoch=100, max_epochs=4)
+        last, _ = run(rule, lambda step: 3.8 * (1 - share) ** (step // 25))
+        assert (last / 100, rule.reason) == (passes, reason), share
+
+
 def test_getting_worse_stops_and_keeps_the_best_measure():
     rule = StoppingRule(steps_per_epoch=40, max_epochs=8, patience=2)
     last, verdicts = run(rule, lambda step: abs(step - 40) / 40 + 2.0)  # best at step 40, then overfitting

@@ -210,16 +210,27 @@ def test_fit_without_held_out_posts_makes_one_pass(tiny_cache, sample_dataset):
     assert all(m["validation_loss"] is None for m in result.measures)
 
 
-def test_blocks_per_step_fill_a_gpu_but_leave_steps_to_measure_between():
+def test_blocks_per_step_take_at_least_1024_tokens_and_fill_a_gpu_leaving_steps_to_measure_between():
     import torch
 
     from bot.train import blocks_per_step
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device name: no GPU needed to ask
-    assert [blocks_per_step(0, n, cpu) for n in (10, 5000)] == [1, 1]
-    assert [blocks_per_step(0, n, gpu) for n in (10, 90, 1000, 5000, 10**6)] == [1, 1, 8, 32, 32]
-    assert all(n // blocks_per_step(0, n, gpu) >= 64 for n in range(64, 5000, 7))
-    assert blocks_per_step(3, 5000, gpu) == 3  # a setting wins
+    assert [blocks_per_step(0, n, cpu, 256) for n in (2, 10, 5000)] == [4, 4, 4]
+    assert [blocks_per_step(0, 5000, cpu, size) for size in (64, 128, 512, 1024, 2048)] == [16, 8, 2, 1, 1]
+    assert [blocks_per_step(0, n, gpu, 256) for n in (10, 90, 1000, 5000, 10**6)] == [4, 4, 8, 32, 32]
+    assert all(n // blocks_per_step(0, n, gpu, 256) >= 64 for n in range(256, 5000, 7))
+    assert blocks_per_step(3, 5000, gpu, 256) == blocks_per_step(3, 5000, cpu, 256) == 3  # a setting wins
+
+
+def test_held_out_forward_passes_hold_1024_tokens_on_a_cpu_and_4096_on_a_gpu():
+    import torch
+
+    from bot.train import eval_blocks_per_forward
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [eval_blocks_per_forward(size, cpu) for size in (128, 256, 1024, 2048)] == [8, 4, 1, 1]
+    assert [eval_blocks_per_forward(size, gpu) for size in (128, 256, 1024, 8192)] == [32, 16, 4, 1]
 
 
 def test_the_learning_rate_follows_width_and_batch():
@@ -314,8 +325,11 @@ def test_run_json_has_the_facts_and_nothing_from_the_machine(trained, tiny_cache
     assert facts["name"] == "dreamy_kettle" and facts["handles"] == ["dreamy_kettle"]
     assert facts["users"]["dreamy_kettle"]["kept"] > 100 and facts["users"]["dreamy_kettle"]["language"] == "en"
     assert facts["validation_perplexity"] == pytest.approx(math.exp(facts["validation_loss"]), rel=1e-3)
-    hp = facts["hyperparameters"]  # the tiny base is 64 wide, GPT-2 768: twelve times the rate
-    assert hp["learning_rate_setting"] == 1.372e-4 and hp["learning_rate"] == pytest.approx(12 * 1.372e-4)
+    # The tiny base is 64 wide, GPT-2 768: twelve times the rate; four 256-token blocks a step on a CPU:
+    # twice that again.
+    hp = facts["hyperparameters"]
+    assert hp["batch_size"] == 4 and hp["block_size"] == 256
+    assert hp["learning_rate_setting"] == 1.372e-4 and hp["learning_rate"] == pytest.approx(12 * 2 * 1.372e-4)
     assert facts["seed"] == 42 and facts["stop_reason"] in ("plateau", "max_epochs")
     assert facts["tokens_seen"] > 0 and facts["durations_s"]["total"] > 0
     assert facts["peak_memory_bytes"] < 2 * 1024**3  # the tiny model trains in under 2 GB on CPU
