@@ -191,12 +191,13 @@ def main() -> None:
         raise SystemExit("--device cuda: no CUDA device here")
     device = torch.device(args.device)
     bases = (args.bases or (",".join(BASES) if args.device == "cpu" else "gpt2-random")).split(",")
+    missing = [f"{b} x {c}" for b in bases for c in args.corpora.split(",") if args.recipe_from and (b, c) not in saved]
+    if missing:  # said before any cell runs, not after the first few
+        raise SystemExit(f"{args.recipe_from}: no cell {', '.join(missing)}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="train-quality-") as tmp:
         for base in bases:
             for corpus in args.corpora.split(","):
-                if args.recipe_from and (base, corpus) not in saved:
-                    raise SystemExit(f"{args.recipe_from}: no cell {base} x {corpus}")
                 rows.append(run_cell(base, corpus, device, Path(tmp), overrides, saved.get((base, corpus))))
                 if not args.json:
                     r = rows[-1]

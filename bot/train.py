@@ -207,10 +207,10 @@ def pick_device(setting: str):
 
 
 def eval_blocks_per_forward(block_size: int, device) -> int:
-    """Blocks per forward pass when measuring: 4,096 tokens on a GPU, which is idle on fewer; 1,024 on
-    a CPU, the size of a training step (for the tiny base a quarter faster than one block a forward;
-    for GPT-2's shape even, with 200 MB of logits; benchmarks/README.md)."""
-    return max(1, (4096 if device.type == "cuda" else 1024) // block_size)
+    """Blocks per forward pass when measuring: 4,096 tokens on a GPU, which is idle on fewer; on a CPU
+    the tokens of a training step, MIN_TOKENS_PER_STEP (for the tiny base a quarter faster than one
+    block a forward; for GPT-2's shape even, with 200 MB of logits; benchmarks/README.md)."""
+    return max(1, (4096 if device.type == "cuda" else MIN_TOKENS_PER_STEP) // block_size)
 
 
 def evaluate(model, ids, labels, batch_size: int, device) -> float:
@@ -274,7 +274,7 @@ MIN_STEPS_PER_EPOCH = 64
 MAX_AUTO_BATCH = 32
 
 
-def blocks_per_step(setting: int, n_blocks: int, device, block_size: int = 256) -> int:
+def blocks_per_step(setting: int, n_blocks: int, device, block_size: int) -> int:
     """The batch: `setting` when it is not 0, else the rule above."""
     if setting:
         return setting
