@@ -41,6 +41,16 @@ class Mention:
 
 
 @dataclass(frozen=True)
+class Account:
+    """A person on a network: the id that stays theirs (an X user id, a Bluesky DID) and the handle they go
+    by now, which may change or pass to someone else. Consent, blocks, quotas and reuse key on the id."""
+
+    network: str
+    id: str
+    handle: str
+
+
+@dataclass(frozen=True)
 class XUser:
     """An account as X describes it. `to_v2()` is the sidecar of a JSONL archive (see bot/archive.py)."""
 
@@ -53,7 +63,9 @@ class XUser:
 
     @classmethod
     def from_v2(cls, data: dict) -> XUser:
-        return cls(id=str(data["id"]), username=data["username"], name=data.get("name") or data["username"],
+        from bot.errors import inert  # a display name is text from elsewhere: no terminal controls in it
+
+        return cls(id=str(data["id"]), username=data["username"], name=inert(data.get("name") or "") or data["username"],
                    profile_image_url=data.get("profile_image_url"), protected=bool(data.get("protected")),
                    tweet_count=(data.get("public_metrics") or {}).get("tweet_count"))
 
@@ -74,6 +86,9 @@ class Usage:
 
     def __sub__(self, earlier: Usage) -> Usage:
         return Usage(*(getattr(self, f) - getattr(earlier, f) for f in USAGE_FIELDS))
+
+    def __add__(self, more: Usage) -> Usage:
+        return Usage(*(getattr(self, f) + getattr(more, f) for f in USAGE_FIELDS))
 
     def copy(self) -> Usage:
         return Usage(*(getattr(self, f) for f in USAGE_FIELDS))
@@ -103,9 +118,14 @@ class Source(Protocol):
         """Mentions after the cursor `since_id` (all recent ones when None), oldest first. The bot keeps
         the last one's `resume_from` as the next cursor."""
 
-    def download_archives(self, handles: list[str]) -> dict[str, Archive]:
+    def lookup_accounts(self, handles: list[str]) -> dict[str, Account]:
+        """Who each handle names now, keyed by lowercased handle, asked of the network itself. Raises
+        `AccountError` for an account that cannot be modelled (unknown, suspended, protected)."""
+
+    def download_archives(self, handles: list[str], accounts: dict[str, Account] | None = None) -> dict[str, Archive]:
         """Each person's posts, keyed by lowercased handle. Raises `AccountError` for an account that
-        cannot be modelled (unknown, suspended, protected)."""
+        cannot be modelled (unknown, suspended, protected). With `accounts` (from `lookup_accounts`), a
+        handle that names another account by now is refused rather than downloaded."""
 
     def reply(self, in_reply_to_tweet_id: str, text: str) -> str:
         """Post `text` as a reply to a mention; the new post's id."""

@@ -78,7 +78,7 @@ from atproto_client.models.common import XrpcError
 from atproto_client.request import Request
 
 from bot import mentions
-from bot.adapters import Mention
+from bot.adapters import Account, Mention
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import BlueskySettings, Settings
 from bot.errors import (
@@ -90,6 +90,7 @@ from bot.errors import (
     check_base_url,
     clip,
     hide_in_logs,
+    inert,
     mask_known,
 )
 from bot.files import write_atomically
@@ -332,7 +333,8 @@ class BlueskyClient:
             raise AccountError(handle, "suspended")
         if NO_UNAUTHENTICATED_LABEL in labels:
             raise AccountError(handle, "protected")
-        return BlueskyProfile(did=profile.did, handle=profile.handle.lower(), display_name=profile.display_name,
+        return BlueskyProfile(did=profile.did, handle=profile.handle.lower(),
+                              display_name=inert(profile.display_name) if profile.display_name else None,
                               avatar=profile.avatar, posts_count=profile.posts_count)
 
     def download_posts(self, profile: BlueskyProfile, limit: int | None = None,
@@ -356,7 +358,17 @@ class BlueskyClient:
                 break
         return posts
 
-    def download_archives(self, handles: list[str], progress: bool = False, console=None) -> dict[str, Archive]:
+    def lookup_accounts(self, handles: list[str]) -> dict[str, Account]:
+        """Who each handle names now: its DID, asked of Bluesky. Raises AccountError for an account that
+        cannot be modelled (see `get_profile`)."""
+        found = {}
+        for handle in handles:
+            profile = self.get_profile(handle)
+            found[normalize_handle(handle)] = Account("bluesky", profile.did, profile.handle)
+        return found
+
+    def download_archives(self, handles: list[str], accounts: dict[str, Account] | None = None,
+                          progress: bool = False, console=None) -> dict[str, Archive]:
         """Each person's posts through the cache in `[bluesky] cache_dir`, as archives keyed by lowercased handle.
 
         Every profile is looked up first, even for a fresh cache (reads are free on Bluesky): an account
@@ -367,6 +379,9 @@ class BlueskyClient:
         """
         handles = [normalize_handle(h) for h in handles]
         profiles = {h: self.get_profile(h) for h in handles}
+        for handle, profile in profiles.items():
+            if accounts and handle in accounts and profile.did != accounts[handle].id:
+                raise AccountError(handle, "changed")
         cache = PostCache(self.config.cache_dir, self.config.cache_ttl_hours)
         stale = [h for h in handles if not cache.is_fresh(h, profiles[h].did)]
         if console is None and progress:
@@ -709,7 +724,7 @@ def _mention_from_notification(n, resume: tuple[datetime, str]) -> Mention | Non
     parent = _dig(record, "reply", "parent", "uri")
     moment, uri = resume
     return Mention(id=str(n.uri), author_id=str(n.author.did), author_username=str(n.author.handle).lower(),
-                   text=_dig(record, "text") or "",
+                   text=inert(_dig(record, "text") or ""),
                    created_at=_iso(_dig(record, "created_at")) or _iso(n.indexed_at),
                    in_reply_to_user_id=_did_of(parent), in_reply_to_tweet_id=parent,
                    cursor=f"{_iso(moment.isoformat())} {uri}")

@@ -4,11 +4,16 @@
     [train] executor = "celery"              # in the bot's config: jobs go to the queue, not a subprocess
 
 The bot hands a request to the queue as one message, a `Ticket`: its `job.json` and the files of its
-`data/` folder (the cleaned posts: a few MB at most), and the bot's [hub] settings. A worker needs no disk
-shared with the bot, and reads nothing from X: it unpacks the ticket into a temporary folder, trains with
-`python -m bot.job`'s own code, publishes the model to the Hub itself (its HF_TOKEN), and returns what it
-published (`bot.job.Published`). The bot's store stays the one owner of request state: the bot records
-the commit and replies.
+`data/` folder (the cleaned posts: a few MB at most). A worker needs no disk shared with the bot, and reads
+nothing from X: it unpacks the ticket into a temporary folder, trains with `python -m bot.job`'s own code,
+publishes the model to the Hub itself, and returns what it published (`bot.job.Published`).
+
+Who decides what, since anyone who can write to the broker can put a message on the queue:
+- the worker publishes only under its own [hub] organisation and backend, with its own HF_TOKEN, read from
+  its own config and environment; a ticket names a model, never where or how to publish (`bot.job.authorize`);
+- the bot believes the Hub, not the result: before it replies, it finds the commit keyed for the request in
+  the request's own repo itself, and links the URL it builds (`bot.scheduler.Bot.confirmed_on_hub`).
+The bot's store stays the one owner of request state: the bot records the commit and replies.
 
 Delivery is at least once, publishing exactly once:
 
@@ -30,11 +35,11 @@ import logging
 import socket
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bot import job
 from bot.config import Settings
-from bot.errors import UsageError, clip, hide_in_logs
+from bot.errors import UsageError, clip, hide_in_logs, mask
 from bot.job import Ticket
 
 log = logging.getLogger("huggingtweets.celery")
@@ -53,12 +58,46 @@ KEEP_SECONDS = 7 * 86400
 HARD_LIMIT_GRACE_SECONDS = 30
 
 
+# Query parameters of a broker URL that carry a credential (kombu and redis-py read `password` there).
+_SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
+
+
+def broker_secrets(url: str) -> list[str]:
+    """Every credential a broker URL holds, in every place one can stand: the password after "user:", a
+    lone user part (kombu passes `redis://SECRET@host` on as the password), and query parameters such as
+    `?password=`. Several URLs joined by ";" (failover) are each read."""
+    found: list[str] = []
+    for one in url.split(";"):
+        parts = urlsplit(one.strip())
+        userinfo = parts.netloc.rpartition("@")[0]
+        if userinfo:
+            user, colon, password = userinfo.partition(":")
+            found += [unquote(password)] if colon else [unquote(user)]
+        found += [unquote(v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                  if v and any(word in k.lower() for word in _SECRET_PARAM_WORDS)]
+    return [f for f in found if f]
+
+
 def shown_url(url: str) -> str:
-    """The broker's URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        return parts._replace(netloc=f"{parts.username or ''}:***@{parts.hostname}:{parts.port or 6379}").geturl()
-    return url
+    """The broker's URL with every credential it holds masked (see `broker_secrets`), for logs and messages.
+
+        >>> shown_url("redis://:s3cret-pass@queue:6379/0?password=other")
+        'redis://:***@queue:6379/0?password=***'
+    """
+    shown = []
+    for one in url.split(";"):
+        parts = urlsplit(one.strip())
+        userinfo, at, host = parts.netloc.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+            parts = parts._replace(netloc=netloc)
+        if parts.query:
+            query = "&".join(f"{k}=***" if v and any(w in k.lower() for w in _SECRET_PARAM_WORDS) else f"{k}={v}"
+                             for k, v in parse_qsl(parts.query, keep_blank_values=True))
+            parts = parts._replace(query=query)
+        shown.append(mask(parts.geturl(), broker_secrets(one)))
+    return ";".join(shown)
 
 
 def make_app(settings: Settings):
@@ -66,9 +105,7 @@ def make_app(settings: Settings):
     from celery import Celery
 
     url = settings.celery.broker
-    password = urlsplit(url).password
-    if password:
-        hide_in_logs(["celery", "kombu", "huggingtweets"], [password])
+    hide_in_logs(["celery", "kombu", "redis", "huggingtweets"], broker_secrets(url))
     visibility = settings.celery.visibility_timeout_seconds
     transport = {
         "visibility_timeout": visibility,
@@ -100,8 +137,32 @@ def make_app(settings: Settings):
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
     )
-    app.task(name=TASK_NAME, bind=True)(train_and_publish)
+    own = settings.bot.job_timeout_seconds
+    limited = type("WorkerRequest", (_request_class(),), {"own_limits": (own + HARD_LIMIT_GRACE_SECONDS, own)})
+    app.task(name=TASK_NAME, bind=True, Request=limited)(train_and_publish)
+    app.huggingtweets_settings = settings  # the worker's own authority: where it publishes (see the docstring)
     return app
+
+
+def _request_class():
+    """Celery's request of a task, held to the worker's own time limits (`own_limits`: hard, soft) whatever
+    the message asks: a message forged on the queue could ask for none, and hold a GPU for ever."""
+    from celery.worker.request import Request
+
+    class WorkerRequest(Request):
+        own_limits: tuple[float, float] = (None, None)
+        _asked_limits: tuple[float | None, float | None] = (None, None)
+
+        @property
+        def time_limits(self) -> tuple[float, float]:
+            (hard, soft), (own_hard, own_soft) = self._asked_limits, self.own_limits
+            return min(hard or own_hard, own_hard), min(soft or own_soft, own_soft)
+
+        @time_limits.setter
+        def time_limits(self, asked) -> None:  # set by Celery from the message's `timelimit`
+            self._asked_limits = tuple(asked)
+
+    return WorkerRequest
 
 
 # --- the worker's side ------------------------------------------------------------------------------
@@ -121,7 +182,7 @@ def train_and_publish(task, ticket: dict) -> dict:
         if deliveries > MAX_DELIVERIES:
             raise job.JobFailed(f"the job was handed to workers {MAX_DELIVERIES} times and never finished "
                                 "(each time its worker died or was killed: out of memory?)", transient=True)
-        published = job.run_ticket(Ticket.model_validate(ticket))
+        published = job.run_ticket(Ticket.parse(ticket), task.app.huggingtweets_settings)
     except Exception as e:  # noqa: BLE001 - every failure goes back to the bot with its retry policy
         record = job.error_record(e)
         log.warning("job %s failed: %s", task.request.id, record.message)
@@ -176,7 +237,7 @@ class CeleryExecutor:
     def submit(self, request_dir: Path) -> str | None:
         from uuid import uuid4
 
-        ticket = Ticket.from_folder(request_dir, self.settings.hub).model_dump(mode="json")
+        ticket = Ticket.from_folder(request_dir).model_dump(mode="json")
         task_id = str(uuid4())
         try:
             self._redis.set(SUBMITTED_KEY + task_id, str(time.time()), ex=KEEP_SECONDS)

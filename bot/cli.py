@@ -21,7 +21,7 @@ from rich.table import Table
 
 import bot
 from bot.config import Settings, load_settings
-from bot.errors import UsageError, UserError, scrub
+from bot.errors import UsageError, UserError, inert, scrub
 from bot.progress import progress
 
 app = typer.Typer(
@@ -33,9 +33,17 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts are shown as written: "[bot] source" stays "[bot] source"
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Plain text out: names, posts and paths are printed as they are, never read as terminal markup.
-out = Console(soft_wrap=True, markup=False, highlight=False)
-err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+class InertConsole(Console):
+    """Plain text out: names, posts, samples and paths are printed as they are, never read as terminal markup,
+    and made inert first (`bot.errors.inert`): a display name, a server's message or a model's sample may hold
+    control sequences."""
+
+    def print(self, *objects, **options) -> None:
+        super().print(*(inert(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+out = InertConsole(soft_wrap=True, markup=False, highlight=False)
+err = InertConsole(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 START, STEPS, BOT = "Start here", "One step at a time", "Running the bot"
 
@@ -407,23 +415,29 @@ def status(
     spend = store.spend_of(r.id for r in requests)
     now = time.time()
     today, week = store.spend_since(now - now % 86400), store.spend_since(now - now % 86400 - 6 * 86400)
+    budget = settings(ctx).bot.daily_budget_usd
+    waiting = store.waiting_for_budget(now)
     if as_json:
         print(json.dumps({"requests": [status_record(r, spend[r.id]) for r in requests],
-                          "spend_usd": {"today": today, "last_7_days": week},
-                          "waiting_or_in_progress": store.queue_length()}, ensure_ascii=False, indent=2))
+                          "spend_usd": {"today": today, "last_7_days": week, "daily_budget": budget or None},
+                          "waiting_for_budget": waiting,
+                          "waiting_or_in_progress": store.queue_length()}, ensure_ascii=False, indent=2,
+                         allow_nan=False))
         return
     table = Table(title=f"Requests in {path}", title_justify="left")
     for column in ("id", "state", "requester", "handles", "age", "job", "attempts", "spend", "last error"):
         table.add_column(column, overflow="fold")
     for r in requests:
-        table.add_row(str(r.id), r.state, f"@{r.requester}", " ".join(f"@{h}" for h in r.handles), _age(now - r.created_at),
-                      where_it_runs(r), str(r.attempts), f"${spend[r.id]:.3f}",
-                      r.reason if r.state in ("failed", "rejected") or r.attempts else "")
+        shown = r.reason if r.state in ("failed", "rejected") or r.attempts or r.next_attempt_at > now else ""
+        # Every cell made inert once more: what a server or a job said reaches no terminal raw.
+        table.add_row(*(inert(cell) for cell in (
+            str(r.id), r.state, f"@{r.requester}", " ".join(f"@{h}" for h in r.handles), _age(now - r.created_at),
+            where_it_runs(r), str(r.attempts), f"${spend[r.id]:.3f}", shown or "")))
     # In a pipe or a log there is no width to fit: print wide rather than fold every cell.
-    (out if out.is_terminal else Console(width=200, markup=False, highlight=False)).print(table)
-    budget = settings(ctx).bot.daily_budget_usd
+    (out if out.is_terminal else InertConsole(width=200, markup=False, highlight=False)).print(table)
     out.print(f"{store.queue_length()} waiting or in progress. Spent today (UTC): ${today:.2f}"
-              + (f" of ${budget:.2f}" if budget else "") + f"; last 7 days: ${week:.2f}")
+              + (f" of ${budget:.2f}" if budget else "") + f"; last 7 days: ${week:.2f}"
+              + (f". {waiting} request{'s wait' if waiting != 1 else ' waits'} for tomorrow's budget." if waiting else ""))
 
 
 @app.command(rich_help_panel=BOT)
@@ -448,7 +462,9 @@ def status_record(r, spend_usd: float) -> dict:
     return {"id": r.id, "state": r.state, "kind": r.kind, "requester": r.requester, "handles": list(r.handles),
             "repo": r.repo, "attempts": r.attempts, "last_error": r.reason if r.state == "failed" or r.attempts else None,
             "reason": r.reason, "executor": r.executor, "worker": r.job_host, "job_id": r.job_id, "model_url": r.model_url,
-            "reply": r.reply_status, "spend_usd": spend_usd, "created_at": r.created_at, "updated_at": r.updated_at}
+            "reply": r.reply_status, "spend_usd": spend_usd, "created_at": r.created_at, "updated_at": r.updated_at,
+            "accounts": [{"id": account_id, "handle": handle} for account_id, handle in r.accounts],
+            "next_attempt_at": r.next_attempt_at or None}
 
 
 def where_it_runs(r) -> str:
@@ -508,9 +524,10 @@ def setup_logging(path: Path | None = None) -> None:
     import logging
 
     class ScrubbingFormatter(logging.Formatter):
-        # The whole line, tracebacks included, so no secret gets through in an exception's text.
+        # The whole line, tracebacks included, made inert: no secret in an exception's text, and no terminal
+        # control sequence from a server's message, a display name or a job's log.
         def format(self, record: logging.LogRecord) -> str:
-            return scrub(super().format(record))
+            return inert(super().format(record))
 
     handler = logging.FileHandler(path, encoding="utf-8") if path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))

@@ -14,20 +14,23 @@ in anything shown or logged.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinity and no NaN anywhere: a budget or a price of `inf` would turn every check into a no-op,
+    # and `status --json` would print values that strict JSON parsers refuse.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSettings(Section):
@@ -124,6 +127,24 @@ class BotSettings(Section):
     retry_base_seconds: float = Field(30.0, ge=0)
     daily_budget_usd: float = Field(0.0, ge=0)
     reply_link: bool = True
+
+    @field_validator("blocklist")
+    @classmethod
+    def _blocklist_entries(cls, entries: list[str]) -> list[str]:
+        """Each entry a handle (X or Bluesky, "@" optional) or an account id: `x:ID` or a Bluesky DID."""
+        from bot.mentions import normalize_handle
+
+        clean = []
+        for entry in entries:
+            text = entry.strip()
+            if re.fullmatch(r"x:[0-9]{1,25}|did:[a-z]+:[A-Za-z0-9._:%-]{1,2000}", text):
+                clean.append(text.lower() if text.startswith("x:") else text)
+                continue
+            try:
+                clean.append(normalize_handle(text))
+            except UserError:
+                raise ValueError(f"{entry!r} is neither a handle nor an account id (x:123456 or did:plc:...)") from None
+        return clean
 
     @model_validator(mode="after")
     def _one_list_of_sources(self):

@@ -65,6 +65,9 @@ class UserData:
     avatar_url: str | None
     counts: UserCounts
     train: list[str] = field(default_factory=list, repr=False)
+    # The network's id of the account (an X user id, a Bluesky DID) when the archive names it: the person,
+    # whatever the handle; recorded in run.json so that an opt-out finds the model under any name.
+    account_id: str | None = None
     validation: list[str] = field(default_factory=list, repr=False)
 
 
@@ -97,7 +100,7 @@ class Dataset:
             "train_posts": len(self.train),
             "validation_posts": len(self.validation),
             "accounts": {u.handle: {"username": u.username, "display_name": u.display_name,
-                                    "avatar_url": u.avatar_url} for u in self.users},
+                                    "avatar_url": u.avatar_url, "account_id": u.account_id} for u in self.users},
         }
         write_atomically(folder / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2) + "\n")
         return folder
@@ -277,7 +280,8 @@ def build_dataset(archives: Mapping[str, Archive], settings: DataSettings = Data
         acc = archive.account
         users.append(UserData(handle=handle, username=acc.username or handle,
                               display_name=acc.display_name or acc.username or handle,
-                              avatar_url=acc.avatar_url, counts=counts, train=train, validation=val))
+                              avatar_url=acc.avatar_url, counts=counts, train=train, validation=val,
+                              account_id=acc.user_id))
     total_kept = sum(u.counts.kept for u in users)
     detail = "; ".join(f"@{u.handle}: {format_counts(u.counts)}" for u in users)
     if total_kept < settings.min_kept_posts:

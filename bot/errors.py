@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -66,22 +67,52 @@ SECRET_ENV_NAMES = (
 )
 
 
-# A secret is also masked where only its start appears (text cut short after it): this many characters
-# of it at least, so that a short common word is never taken for the start of a token.
-SECRET_PREFIX_CHARS = 8
+# A secret is also masked where only a piece of it appears (its start where a server cut its message, its
+# end where a log's window begins inside it): any run of at least this many of its characters, in order, so
+# that a short common word is never taken for part of a token.
+SECRET_PIECE_CHARS = 8
+
+# Terminal control sequences, drawn from the ECMA-48 grammar: CSI (ESC [ or C1 0x9b) with its parameters,
+# OSC/DCS/SOS/PM/APC strings up to their terminator (BEL or ST) or the end of the text, any other escape,
+# then single C0 and C1 controls (but newline and tab) and the bidirectional controls that reorder what a
+# reader sees (Trojan Source): none of it is text a person wrote to be read.
+_CONTROL_RE = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def inert(text: object, secrets: Iterable[str] = ()) -> str:
+    r"""Text from elsewhere (a server's answer, a job's log, a display name, an error), made safe to log,
+    store and print: terminal control sequences dropped, secrets masked. The one function every remote
+    text passes at the edge, before anything else is done with it.
+
+        >>> inert("\x1b]0;pwned\x07done \x1b[31mred\x1b[0m \x9b2J")
+        'done red '
+
+    Newlines and tabs stay (a log keeps its lines); a carriage return goes (it would let a line overwrite
+    the one before it on a terminal). Masking runs on the whole text, so a token split over two lines is
+    found too: see `mask`. `secrets`: more to mask besides those of the environment and the session.
+    """
+    text = _CONTROL_RE.sub("", str(text).replace("\r\n", "\n"))
+    return mask_known(mask(scrub(text), secrets))
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """Replace each secret in `text`, as written or URL-encoded (as in a logged request), with `***`.
+    r"""Replace each secret in `text`, as written or URL-encoded (as in a logged request), with `***`.
 
-    A secret's start followed by something else, or by the end of the text, is masked as far as it goes:
-    text cut to a length (a server's error message, a log line) may end in part of a token.
-    Mask first, then cut: the other order would leave a token's start unmasked.
+    A piece of a secret is masked too, wherever it stands: text cut to a length (a server's error message, a
+    log's last lines) may begin or end inside a token, and a log may break a token over two lines (the line
+    break is kept, each side masked). Mask first, then cut: the other order would leave a piece unmasked.
 
         >>> mask("refused token hf_abcdefghij1234 (HTTP 401)", ["hf_abcdefghij1234"])
         'refused token *** (HTTP 401)'
         >>> mask("refused token hf_abcdefgh", ["hf_abcdefghij1234"])
         'refused token ***'
+        >>> mask("token hf_abcdef\nghij1234 in the log", ["hf_abcdefghij1234"])
+        'token ***\n*** in the log'
     """
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -91,20 +122,45 @@ def mask(text: str, secrets: Iterable[str]) -> str:
 
 
 def _mask_one(text: str, secret: str) -> str:
-    head = secret[:SECRET_PREFIX_CHARS]
-    pieces, pos = [], 0
-    while (start := text.find(head, pos)) != -1:
-        end, matched = start + len(head), len(head)
-        while end < len(text) and matched < len(secret) and text[end] == secret[matched]:
-            end, matched = end + 1, matched + 1
-        pieces += [text[pos:start], "***"]
-        pos = end
-    return "".join(pieces) + text[pos:]
+    if len(secret) < SECRET_PIECE_CHARS:  # too short for pieces to mean anything: whole occurrences only
+        return text.replace(secret, "***")
+    # Where the text holds a run of the secret's characters: line breaks inside a run are skipped over (a log
+    # that broke the token), and every run at least SECRET_PIECE_CHARS long is masked.
+    chars = [(i, c) for i, c in enumerate(text) if c not in "\r\n"]
+    flat = "".join(c for _, c in chars)
+    pieces = {secret[i:i + SECRET_PIECE_CHARS] for i in range(len(secret) - SECRET_PIECE_CHARS + 1)}
+    if not any(piece in flat for piece in pieces):  # the common case, at the speed of `in`
+        return text
+    covered = bytearray(len(flat))
+    start = 0
+    while start <= len(flat) - SECRET_PIECE_CHARS:
+        if flat[start:start + SECRET_PIECE_CHARS] in pieces:
+            covered[start:start + SECRET_PIECE_CHARS] = b"\x01" * SECRET_PIECE_CHARS
+        start += 1
+    if not any(covered):
+        return text
+    hidden = {chars[k][0] for k in range(len(flat)) if covered[k]}
+    out, masking = [], False
+    for i, c in enumerate(text):
+        if i in hidden:
+            if not masking:
+                out.append("***")
+                masking = True
+        elif c in "\r\n" and masking:
+            out.append(c)  # the line break stays; the run goes on after it
+            masking = bool(i + 1 < len(text) and i + 1 in hidden)
+            if masking:
+                out.append("***")
+        else:
+            out.append(c)
+            masking = False
+    return "".join(out)
 
 
 def clip(text: str, limit: int = 300) -> str:
-    """`text` masked, on one line, and cut to `limit` characters with "…": for anything shown or stored."""
-    text = " ".join(scrub(str(text)).split())
+    """`text` made inert (see `inert`), on one line, and cut to `limit` characters with "…": for anything
+    shown or stored."""
+    text = " ".join(inert(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -121,11 +177,12 @@ class AccountError(UserError):
         "unknown": "@{handle} does not exist",
         "suspended": "@{handle} is suspended",
         "protected": "@{handle} has protected posts, which are never downloaded",
+        "changed": "@{handle} names another account now than when it was looked up",
     }
 
     def __init__(self, handle: str, reason: str):
         self.handle = handle
-        self.reason = reason  # "unknown", "suspended" or "protected"
+        self.reason = reason  # "unknown", "suspended", "protected" or "changed"
         super().__init__(self.MESSAGES.get(reason, "@{handle}: " + reason).format(handle=handle))
 
 

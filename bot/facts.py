@@ -56,6 +56,8 @@ class AccountFacts(_Strict):
     username: str
     display_name: str
     avatar_url: str | None = None
+    # The network's id of the account (X user id, Bluesky DID) when known: the person, whatever the handle.
+    account_id: str | None = None
 
 
 class Hyperparameters(_Strict):

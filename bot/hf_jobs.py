@@ -4,12 +4,12 @@
 
     # what each job runs in its container (the bot writes this command; see `job_command`):
     python -m bot.hf_jobs run --dataset huggingtweets/huggingtweets-jobs --revision 3f2a... \\
-        --path requests/7-x-mention-1890/ticket.json
+        --path requests/7-x-mention-1890/ticket.json --organization huggingtweets
 
 How a job travels, and why:
 
 - **The input goes through a private dataset repo.** `submit` packs the request folder's input into one
-  `bot.job.Ticket` (`job.json`, the cleaned posts of `data/`, the bot's [hub] settings: a few MB at most)
+  `bot.job.Ticket` (`job.json` and the cleaned posts of `data/`: a few MB at most)
   and commits it as `requests/<request>/ticket.json` to `[hf_jobs] dataset` (created private when missing).
   A job container shares no disk with the bot and must not read X a second time (billed per post, and the
   card counts the posts the bot cleaned); the Hub is the one store both sides already reach with the same
@@ -20,7 +20,8 @@ How a job travels, and why:
   environment variable and never shows it), never in the command or `env=`. Each job carries the label
   `huggingtweets-request=<request>`.
 - **The job publishes** (`bot.job.run_ticket`): it trains, then makes the one Hub commit that carries the
-  request's key (`bot.hub.KEY_PREFIX`), or finds the commit an earlier copy made. It exits non-zero on
+  request's key (`bot.hub.KEY_PREFIX`), or finds the commit an earlier copy made. Where it may publish comes
+  from its command (`--organization`, written by the bot), never from the ticket. It exits non-zero on
   failure, its last line the error and its retry policy (`ERROR_MARKER`).
 - **The bot asks, now and then** (`inspect_job`, at most every `[hf_jobs] poll_seconds` a job): running;
   completed (the bot reads the keyed commit and its run facts from the model repo, records them and
@@ -46,7 +47,7 @@ from pathlib import Path
 
 from bot import job
 from bot.config import Settings
-from bot.errors import UsageError, UserError, clip, mask, mask_known, scrub
+from bot.errors import UsageError, UserError, clip, inert
 from bot.executors import JobStatus
 
 log = logging.getLogger("huggingtweets.hf_jobs")
@@ -77,9 +78,10 @@ def request_folder(key: str) -> str:
     return name
 
 
-def job_command(package: str, dataset: str, revision: str, path: str) -> list[str]:
+def job_command(package: str, dataset: str, revision: str, path: str, organization: str) -> list[str]:
     """The container's command: install huggingtweets into the image, then run the job (`main`)."""
-    run = ["python", "-m", "bot.hf_jobs", "run", "--dataset", dataset, "--revision", revision, "--path", path]
+    run = ["python", "-m", "bot.hf_jobs", "run", "--dataset", dataset, "--revision", revision, "--path", path,
+           "--organization", organization]
     install = ["pip", "install", "--quiet", "--no-cache-dir", "--disable-pip-version-check", package]
     return ["sh", "-c", f"{shlex.join(install)} && exec {shlex.join(run)}"]
 
@@ -186,7 +188,7 @@ class HfJobsExecutor:
     def _start(self, request_dir: Path, spec: job.TrainJob, folder: str, namespace: str, token: str) -> str:
         from huggingface_hub import CommitOperationAdd
 
-        ticket = job.Ticket.from_folder(request_dir, self.settings.hub)
+        ticket = job.Ticket.from_folder(request_dir)
         path = f"requests/{folder}/{TICKET_FILE}"
         repo = self.dataset_repo
         self.hub._retrying("create the jobs dataset", lambda: self.api.create_repo(
@@ -201,7 +203,8 @@ class HfJobsExecutor:
         # by its label instead of starting a second.
         info = self.hub._retrying("start the job", lambda: self.api.run_job(
             image=self.options.image,
-            command=job_command(self.options.package or default_package(), repo, commit.oid, path),
+            command=job_command(self.options.package or default_package(), repo, commit.oid, path,
+                                self.settings.hub.organization),
             env=env, secrets={"HF_TOKEN": token}, flavor=self.options.flavor,
             timeout=int(self.options.timeout_seconds), labels={REQUEST_LABEL: folder},
             name=f"huggingtweets-{folder}"[:60], namespace=namespace), tries=1)
@@ -323,19 +326,24 @@ class HfJobsExecutor:
                          where=f"{info.flavor} {info.url}")
 
     def _log_tail(self, service_id: str, namespace: str) -> list[str]:
-        """The job's last lines, secrets masked; a line saying why when the log cannot be read."""
-        lines: deque[str] = deque(maxlen=self.options.log_tail_lines)
-        token = self._known_token()
+        """The job's last lines, made inert as one text (`bot.errors.inert`: terminal controls dropped,
+        secrets masked, a token broken over two lines caught); a line saying why when the log cannot be read.
+        Two lines more than are kept are read and masked with them, so a token cut at the window's edge is
+        still seen whole."""
+        window: deque[str] = deque(maxlen=self.options.log_tail_lines + 2)
+        failure = None
         try:
             for line in self.api.fetch_job_logs(job_id=service_id, namespace=namespace):
-                lines.append(self._masked(line.rstrip("\n"), token))
+                window.append(line.rstrip("\n"))
         except Exception as e:  # noqa: BLE001 - the failure is reported without its log
-            lines.append(f"(the job's log could not be read: {type(e).__name__})")
-        return list(lines)
+            failure = f"(the job's log could not be read: {type(e).__name__})"
+        lines = self._masked("\n".join(window)).split("\n")[-self.options.log_tail_lines:] if window else []
+        return [*lines[-(self.options.log_tail_lines - 1):], failure] if failure else lines
 
-    def _masked(self, text: str, token: str | None = None) -> str:
-        """`text` without the bot's secrets: those in its environment, the Hub token wherever it came from."""
-        return mask_known(mask(scrub(text), [token if token is not None else self._known_token()]))
+    def _masked(self, text: str) -> str:
+        """`text` made inert: no terminal controls, none of the bot's secrets (the Hub token too, wherever
+        it came from)."""
+        return inert(text, [self._known_token()])
 
     @staticmethod
     def _known_token() -> str:
@@ -357,14 +365,18 @@ class HfJobsExecutor:
 # --- the job's side, in the container ----------------------------------------------------------------
 
 
-def run_in_container(dataset: str, revision: str, path: str) -> int:
-    """Read the ticket the bot committed, train, publish; on failure, the error as the last line."""
+def run_in_container(dataset: str, revision: str, path: str, organization: str) -> int:
+    """Read the ticket the bot committed, train, publish under `organization` on the Hub; on failure, the
+    error as the last line."""
+    from bot.config import HubSettings
+
     try:
+        settings = Settings(hub=HubSettings(organization=organization))
         print(f"reading {path} of {dataset} at {revision[:12]}", flush=True)
         ticket = read_ticket(dataset, revision, path)
         spec = job.TrainJob.model_validate_json(ticket.job)
         print(f"training {spec.repo_id} on {spec.base_model}", flush=True)
-        published = job.run_ticket(ticket)
+        published = job.run_ticket(ticket, settings)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - every failure goes back to the bot with its retry policy
@@ -391,7 +403,7 @@ def read_ticket(dataset: str, revision: str, path: str) -> job.Ticket:
                          f"{_server_message(cause)})")
         error.transient = _transient_reason(cause) is not None or _status(cause) is None
         raise error from None
-    return job.Ticket.model_validate_json(Path(file).read_bytes())
+    return job.Ticket.parse(Path(file).read_bytes())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,12 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dataset", required=True, help="the dataset repo with the tickets (ORG/NAME)")
     run.add_argument("--revision", required=True, help="the commit the bot made with this ticket")
     run.add_argument("--path", required=True, help="the ticket's path in the repo")
+    run.add_argument("--organization", required=True, help="the one organisation the job may publish under")
     args = parser.parse_args(argv)
     # The job's own steps in its log; the HTTP libraries' line per request only when something goes wrong.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     for name in ("bot", "huggingtweets"):
         logging.getLogger(name).setLevel(logging.INFO)
-    return run_in_container(args.dataset, args.revision, args.path)
+    return run_in_container(args.dataset, args.revision, args.path, args.organization)
 
 
 if __name__ == "__main__":

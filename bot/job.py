@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -34,11 +35,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.config import BotSettings, DataSettings, HubSettings, Settings, TrainSettings
 from bot.dataset import Dataset
-from bot.errors import UsageError, UserError, clip, retry_policy
+from bot.errors import HandleError, UsageError, UserError, clip, retry_policy
 from bot.files import partial_folder, replace_folder, write_atomically
+from bot.mentions import handles_of
 
 JOB_FILE, DATA_DIR, MODEL_DIR, ERROR_FILE = "job.json", "data", "model", "error.json"
 PUBLISHED_FILE = "published.json"
+DATA_FILES = ("train.jsonl", "validation.jsonl", "stats.json")  # what `bot.dataset.Dataset.save` writes
+# A model on the Hub: "name" or "org/name" (https://huggingface.co/docs/hub/repositories).
+HUB_ID_RE = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
 log = logging.getLogger("huggingtweets.job")
 
@@ -104,37 +109,80 @@ def read_published(request_dir: str | os.PathLike) -> Published | None:
 
 
 class Ticket(BaseModel):
-    """A request folder's input, whole, and where to publish: what a job on another machine needs.
+    """A request folder's input, whole: what a job on another machine needs to train it.
 
     A Celery message carries one (`bot.celery_app`); a job on Hugging Face Jobs reads one from a private
-    dataset repo (`bot.hf_jobs`).
+    dataset repo (`bot.hf_jobs`). A ticket says what to train, never where or how to publish: the machine
+    that runs it publishes under its own configured organisation and Hub backend (`run_ticket`), so a
+    message forged on the queue cannot spend a worker's token on someone else's organisation.
 
-        >>> ticket = Ticket.from_folder(Path("state/work/request-7"), settings.hub)
-        >>> run_ticket(ticket)          # on the other machine: train, publish, return the `Published`
+        >>> ticket = Ticket.from_folder(Path("state/work/request-7"))
+        >>> run_ticket(ticket, worker_settings)   # on the other machine: train, publish, return the `Published`
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     job: str  # job.json, as the bot wrote it
     data: dict[str, str]  # data/'s files by name: train.jsonl, validation.jsonl, stats.json
-    hub: HubSettings
 
     @classmethod
-    def from_folder(cls, request_dir: Path, hub: HubSettings) -> Ticket:
+    def from_folder(cls, request_dir: Path) -> Ticket:
         data_dir = request_dir / DATA_DIR
-        return cls(job=(request_dir / JOB_FILE).read_text(encoding="utf-8"), hub=hub,
+        return cls(job=(request_dir / JOB_FILE).read_text(encoding="utf-8"),
                    data={p.name: p.read_text(encoding="utf-8") for p in sorted(data_dir.iterdir()) if p.is_file()})
+
+    @classmethod
+    def parse(cls, raw: object) -> Ticket:
+        """A ticket from a message or a file (a dict, or JSON text/bytes); anything else, a ticket that names
+        a place to publish included, is a `JobRefused` of one line."""
+        try:
+            if isinstance(raw, (str, bytes)):
+                return cls.model_validate_json(raw)
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the ticket"
+            if first["type"] == "extra_forbidden" and first["loc"] and first["loc"][0] == "hub":
+                raise JobRefused("the ticket names where to publish ([hub]); a worker publishes only under "
+                                 "its own configured organisation") from None
+            raise JobRefused(f"not a job ticket of this version ({where}: {first['msg'].lower()})") from None
 
     def unpack(self, request_dir: Path) -> Path:
         """The request folder again, on the worker's disk."""
         (request_dir / DATA_DIR).mkdir(parents=True)
         for name, text in self.data.items():
-            if Path(name).name != name or name.startswith("."):
-                raise UsageError(f"a job's data file may not be named {name!r}")
+            if Path(name).name != name or name.startswith(".") or name not in DATA_FILES:
+                raise JobRefused(f"a job's data file may not be named {name!r}")
             (request_dir / DATA_DIR / name).write_text(text, encoding="utf-8")
         (request_dir / JOB_FILE).write_text(self.job, encoding="utf-8")
         return request_dir
+
+
+class JobRefused(UserError):
+    """A job this machine will not run: a malformed ticket, or one that would publish outside its own
+    organisation. Permanent: the same ticket is refused every time."""
+
+
+def authorize(spec: TrainJob, settings: Settings) -> None:
+    """Raise `JobRefused` unless this machine may run `spec` under its own `settings`: the repo is in its
+    own [hub] organisation and named as the bot names models, and the base model is a Hub id, "tiny", or
+    the machine's own configured base (a path on the worker's disk is never taken from a message)."""
+    from bot.hub import RepoNameError, check_repo_id
+
+    org, _, name = spec.repo_id.partition("/")
+    if org != settings.hub.organization:
+        raise JobRefused(f"the job would publish {spec.repo_id!r}, outside this machine's organisation "
+                         f"{settings.hub.organization!r}")
+    try:
+        check_repo_id(spec.repo_id)
+        handles_of(name)
+    except (RepoNameError, HandleError) as e:
+        raise JobRefused(f"the job names a repo the bot would never make: {spec.repo_id!r} ({e})") from None
+    base = spec.base_model
+    if base not in ("tiny", settings.train.base_model) and (not HUB_ID_RE.fullmatch(base) or Path(base).exists()):
+        raise JobRefused(f"the job's base model {base[:80]!r} is neither a Hub id nor this machine's own "
+                         "[train] base_model")
 
 
 class JobFailed(UserError):
@@ -219,13 +267,20 @@ def write_error(request_dir: str | os.PathLike, error: BaseException) -> JobErro
     return record
 
 
-def run_ticket(ticket: Ticket) -> Published:
-    """Train and publish one ticket in a temporary folder; a commit already made for it is returned as is."""
+def run_ticket(ticket: Ticket, settings: Settings) -> Published:
+    """Train and publish one ticket in a temporary folder, with this machine's own `settings` (its [hub]
+    organisation and backend: see `authorize`); a commit already made for it is returned as is."""
     from bot.facts import RunFacts
     from bot.hub import publish_folder
 
-    spec = TrainJob.model_validate_json(ticket.job)
-    settings = Settings(hub=ticket.hub)
+    try:
+        spec = TrainJob.model_validate_json(ticket.job)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise JobRefused(f"the ticket's job.json is not one ({'.'.join(map(str, first['loc']))}: "
+                         f"{first['msg'].lower()})") from None
+    authorize(spec, settings)
+    settings = Settings(hub=settings.hub)
     found = published_earlier(spec, settings)
     if found is not None:
         return found

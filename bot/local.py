@@ -9,6 +9,8 @@
 
 The inbox holds one mention per line: `{"id": "1", "author_username": "carol", "text": "..."}`
 (`author_id`, `created_at` and `in_reply_to_user_id` are optional). Ids are increasing numbers, as on X.
+An account's id is the one its archive names (an X export's `accountId`, a `.user.json`'s `id`), else
+`local-<handle>`: the same for a mention's author as for a handle the bot looks up.
 Replies are appended to the outbox as `{"id": ..., "in_reply_to_tweet_id": ..., "text": ...}`.
 An archive named `<handle>.zip`, `<handle>.jsonl` or `<handle>/` in `archives_dir` stands for that
 account's timeline; a `<handle>.user.json` with `"protected": true` stands for a protected account.
@@ -26,7 +28,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bot.adapters import Mention
+from bot.adapters import Account, Mention
 from bot.archive import Archive, find_archive, read_user_file
 from bot.errors import AccountError, ArchiveError, HandleError
 from bot.mentions import normalize_handle
@@ -74,7 +76,9 @@ class LocalX:
                     self._pass_over(f"mention {record['id']}: {problem}")
                     continue
                 fields = {k: str(v) for k, v in record.items() if k in Mention.__dataclass_fields__ and v is not None}
-                found.append(Mention(**{"author_id": "", **fields}))
+                if not fields.get("author_id"):
+                    fields["author_id"] = self.account_id(record["author_username"])
+                found.append(Mention(**fields))
         return sorted(found, key=lambda m: int(m.id))
 
     def _inbox_records(self):
@@ -104,24 +108,46 @@ class LocalX:
 
     # --- accounts and posts ---------------------------------------------------------------------
 
-    def download_archives(self, handles: list[str]) -> dict[str, Archive]:
+    def account_id(self, handle: str) -> str:
+        """The id of the account behind `handle`: its archive's, else `local-<handle>`."""
+        handle = normalize_handle(handle, "x")
+        try:
+            archive = self._archive(handle)
+        except AccountError:
+            archive = None
+        return (archive.account.user_id if archive is not None else None) or f"local-{handle}"
+
+    def lookup_accounts(self, handles: list[str]) -> dict[str, Account]:
+        found = {}
+        for handle in map(normalize_handle, handles):
+            archive = self._archive(handle)  # AccountError for a protected or missing account
+            found[handle] = Account("local", archive.account.user_id or f"local-{handle}", handle)
+        return found
+
+    def download_archives(self, handles: list[str], accounts: dict[str, Account] | None = None) -> dict[str, Archive]:
         archives = {}
         for handle in handles:
             handle = normalize_handle(handle)  # before it becomes part of a path
-            try:
-                user = read_user_file(self.archives_dir / f"{handle}.user.json")
-            except ArchiveError:
-                user = None
-            if user and user.get("protected"):  # anything but false or absent: never model by mistake
-                raise AccountError(handle, "protected")
-            try:
-                archive = find_archive(self.archives_dir, handle) if self.archives_dir.is_dir() else None
-            except ArchiveError:
-                archive = None
-            if archive is None:
-                raise AccountError(handle, "unknown")
-            archives[handle] = archive
+            archives[handle] = self._archive(handle)
+            if accounts and handle in accounts and self.account_id(handle) != accounts[handle].id:
+                raise AccountError(handle, "changed")
         return archives
+
+    def _archive(self, handle: str) -> Archive:
+        """The archive standing for `handle`'s timeline; AccountError when it is protected or missing."""
+        try:
+            user = read_user_file(self.archives_dir / f"{handle}.user.json")
+        except ArchiveError:
+            user = None
+        if user and user.get("protected"):  # anything but false or absent: never model by mistake
+            raise AccountError(handle, "protected")
+        try:
+            archive = find_archive(self.archives_dir, handle) if self.archives_dir.is_dir() else None
+        except ArchiveError:
+            archive = None
+        if archive is None:
+            raise AccountError(handle, "unknown")
+        return archive
 
     @staticmethod
     def _read(path: Path, strict: bool = True):

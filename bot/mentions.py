@@ -32,6 +32,11 @@ MAX_HANDLES = 3
 MAX_NAME_LENGTH = 96  # the Hub's longest repo name
 
 
+def is_account_entry(entry: str) -> bool:
+    """Whether a blocklist entry names an account by id (`x:123456`, a Bluesky DID) rather than a handle."""
+    return entry.startswith(("x:", "did:"))
+
+
 def network_of(handle: str) -> str:
     """"bluesky" for a domain handle, "x" otherwise."""
     return "bluesky" if "." in handle else "x"
@@ -78,6 +83,19 @@ def name_part(handle: str) -> str:
     """The part of a model's name that stands for one handle."""
     handle = normalize_handle(handle)
     return handle.replace("-", "_") if network_of(handle) == "bluesky" else handle
+
+
+def handles_of(name: str) -> list[str]:
+    """The handles a model's name was made of (the inverse of `model_name`); HandleError for a name the
+    bot would never make.
+
+        >>> handles_of("alice-my_name.bsky.social")
+        ['alice', 'my-name.bsky.social']
+    """
+    handles = [part.replace("_", "-") if "." in part else part for part in name.split("-")]
+    if model_name(handles) != name:
+        raise HandleError(f"{name!r} is not a model name made of handles (sorted, lowercased, joined by '-')")
+    return handles
 
 
 def model_name(handles: Iterable[str]) -> str:

@@ -9,6 +9,12 @@ Modes (`[bot] mode` in config.toml):
 - "consented": the requester's own account, or accounts that have said "opt in";
 - "self": only the requester's own account.
 Protected and opted-out accounts are never modelled, in any mode.
+
+A person is an account id (an X user id, a Bluesky DID), never a handle: handles change and pass to other
+people. A mention names its author by id, so the blocklist, quotas and the author's own consent are decided
+here on the id. The people a request names are only handles until the network is asked who they are now:
+`check_accounts` decides on the accounts themselves once the bot has looked them up, before anything is
+downloaded or reused.
 """
 
 from __future__ import annotations
@@ -17,12 +23,36 @@ from datetime import datetime
 
 from bot import replies
 from bot.config import Settings
-from bot.errors import HandleError
+from bot.errors import HandleError, UserError
 from bot.grammar import parse_mention
 from bot.mentions import model_name, normalize_handle
-from bot.store import NewRequest, Store
+from bot.store import NewRequest, Request, Store
 
 DAY = 86400.0
+
+
+class Refusal(UserError):
+    """A request that may not go on, found once its people were looked up: the reply says why."""
+
+    def __init__(self, reason: str, reply: str):
+        super().__init__(reason)
+        self.reply = reply
+
+
+def check_accounts(r: Request, accounts: dict[str, str], settings: Settings, store: Store) -> None:
+    """Decide again, on the accounts the handles of `r` name now (handle -> account id): raise `Refusal`
+    for an account that opted out, or one the mode does not allow. Pure, like `decide`."""
+    network = r.network
+    opted_out = [h for h, account in accounts.items() if store.consent(network, account, h) == "out"]
+    if opted_out:
+        raise Refusal("opted out", replies.failure("opted_out", opted_out))
+    others = [h for h, account in accounts.items() if not (r.requester_id and account == r.requester_id)]
+    if settings.bot.mode == "self" and others:
+        raise Refusal("mode self", replies.SELF_ONLY)
+    if settings.bot.mode == "consented":
+        missing = [h for h in others if store.consent(network, accounts[h], h) != "in"]
+        if missing:
+            raise Refusal("no consent", replies.failure("no_consent", missing))
 
 
 def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = None, network: str = "x",
@@ -56,7 +86,8 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
     age = _age_seconds(getattr(mention, "created_at", None), store.clock())
     if age is not None and age > settings.bot.max_mention_age_hours * 3600:
         return ignore("too old to answer")
-    if requester in {h.lower() for h in settings.bot.blocklist}:
+    requester_id = str(getattr(mention, "author_id", "") or "") or None
+    if store.is_blocked(network, requester_id, requester, settings.bot.blocklist):
         return ignore("requester is on the blocklist")
     if command.kind == "help":
         return NewRequest(**base, state="replying", reply_text=replies.HELP)
@@ -69,31 +100,25 @@ def decide(mention, settings: Settings, store: Store, bot_user_id: str | None = 
         return NewRequest(**base, state="queued", reason="delete models on request", consent="out")
 
     handles = command.handles
-    opted_out = [h for h in handles if store.consent(h) == "out"]
+    # Consents are the accounts' own, decided by `check_accounts` once the handles are looked up (a name last
+    # seen on one account may be someone else's by now). Only a consent given before ids were kept, whose
+    # name has not been seen since, is known by name alone.
+    opted_out = [h for h in handles if store.consent(network, None, h) == "out"]
     if opted_out:
         return reject("opted out", replies.failure("opted_out", opted_out))
     if settings.bot.mode == "self" and handles != (requester,):
         return reject("mode self", replies.SELF_ONLY)
-    if settings.bot.mode == "consented":
-        missing = [h for h in handles if h != requester and store.consent(h) != "in"]
-        if missing:
-            return reject("no consent", replies.failure("no_consent", missing))
     quota = settings.bot.quota_per_day
-    if quota and store.requests_since(requester, store.clock() - DAY) >= quota:
+    if quota and store.requests_since(requester_id, requester, store.clock() - DAY) >= quota:
         return reject("quota", replies.failure("quota", detail=str(quota)))
 
     try:
         repo = f"{settings.hub.organization}/{model_name(handles)}"
     except HandleError as e:  # handles too long, together, for one repo name
         return reject("name too long", replies.failure("unreadable", detail=str(e).split(" (")[0]))
-    reused = store.recent_publication(repo, settings.bot.reuse_days * DAY)
-    if reused:
-        url, sample = reused
-        return NewRequest(**{**base, "repo": repo}, state="replying", model_url=url, sample=sample,
-                          reason="reused a recent model",
-                          reply_text=replies.ready(url, sample, repo, link=settings.bot.reply_link))
     if store.queue_length() >= settings.bot.max_queue:
         return reject("queue full", replies.QUEUE_FULL)
+    # A recent model of the same people is reused once their accounts are known (the bot's queued step).
     return NewRequest(**{**base, "repo": repo}, state="queued")
 
 

@@ -13,9 +13,11 @@ echoed text holds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import regex
 
-from bot.text import WORD_JOINER, join_words
+from bot.text import WORD_JOINER, join_words, unlink
 
 HELP = ("Ask me for a model of up to 3 accounts: \"train\" and their handles (\"train alice bob\"), "
         "\"me\" for your own, \"help\", \"opt out\" to never be modelled (and delete models of you), "
@@ -24,7 +26,7 @@ OPTED_IN = ("Done: you have opted in, so people can ask me for a model of your p
             "Reply \"opt out\" at any time to undo it and delete those models.")
 SELF_ONLY = "Sorry, I only make models of your own posts: reply \"me\"."
 QUEUE_FULL = "Sorry, I am too busy right now. Please ask again in a few hours."
-OVER_BUDGET = "Sorry, I have spent today's budget for reading posts. Please ask again tomorrow."
+OVER_BUDGET = "Sorry, reading these posts would cost more than I may spend in a day."
 GENERIC_FAILURE = ("Sorry, something went wrong on my side and I could not make this model. "
                    "Please ask again later.")
 
@@ -33,6 +35,7 @@ FAILURES = {
     "unknown": "Sorry, I could not find the account {names}.",
     "suspended": "Sorry, the account {names} is suspended.",
     "protected": "Sorry, {names} has protected posts, so I cannot use them.",
+    "changed": "Sorry, the handle {names} passed to another account while I worked on it. Please ask again.",
     "opted_out": "Sorry, {names} opted out of being modelled.",
     "no_consent": "Sorry, I only model people who agreed to it: {names} can mention me with \"opt in\" to allow it.",
     "too_few": "Sorry, there are too few posts to learn from ({detail}).",
@@ -85,14 +88,19 @@ def numbered(text: str, request_id: int) -> str:
 _MENTION_RE = regex.compile(r"([@＠])([A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)")
 
 
-def guard(text: str, requester: str) -> str:
-    """`text` with every @mention broken (a word joiner after the "@") except the requester's own.
+def guard(text: str, requester: str, links: Sequence[str] = ()) -> str:
+    """`text` with every @mention broken (a word joiner after the "@") except the requester's own, and every
+    link made plain text except those under `links` (the organisation's repos): a sample, an echoed name or
+    an error can then neither ping anyone nor send a reader anywhere else.
 
     Applied to every reply right before it is posted, on every network.
+
+        >>> guard("ready: https://hf.co/org/a, see evil.com", "carol", ["https://hf.co/org/"])
+        'ready: https://hf.co/org/a, see evil\u2024com'
     """
     allowed = requester.lower()
 
     def fix(m: regex.Match) -> str:
         return m.group(0) if allowed and m.group(2).lower() == allowed else m.group(1) + WORD_JOINER + m.group(2)
 
-    return _MENTION_RE.sub(fix, text)
+    return unlink(_MENTION_RE.sub(fix, text), links, mention=allowed or None)

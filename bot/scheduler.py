@@ -29,16 +29,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bot import job, replies
-from bot.adapters import Source
+from bot.adapters import Account, Source, Usage
 from bot.config import Settings, XPrices
-from bot.errors import AccountError, NotEnoughDataError, UsageError, UserError, backoff_seconds, clip, retry_policy
+from bot.errors import (AccountError, NotEnoughDataError, TransientError, UsageError, UserError, backoff_seconds, clip,
+                        retry_policy)
 from bot.executors import Executor, LocalExecutor
 from bot.facts import RunFacts
 from bot.failpoints import failpoint
 from bot.files import write_atomically
-from bot.policy import decide
+from bot.mentions import is_account_entry, network_of
+from bot.policy import DAY, Refusal, check_accounts, decide
 from bot.spend import FREE, priced
-from bot.store import Request, Store, StoreError
+from bot.store import BUDGET_WAIT, Request, Store, StoreError
 
 log = logging.getLogger("huggingtweets.bot")
 
@@ -92,6 +94,7 @@ class Bot:
         there is one (the demo's local stand-in)."""
         self.settings = settings
         self.store = store or Store(settings.bot.state_db)
+        self.store.blocklist = tuple(settings.bot.blocklist)
         if source is not None:
             sources = {settings.bot.sources[0]: source}
         self.sources = sources or {name: make_source(settings, name) for name in settings.bot.sources}
@@ -108,13 +111,20 @@ class Bot:
         source = self.sources[network]
         cursor = "mentions" if network in ("x", "local") else f"mentions:{network}"
         with self.metered(None, network):
-            mentions = source.mentions_since(self.store.cursor(cursor))
+            limit = self.mentions_affordable(network)
+            if limit == 0:
+                return []
+            since = self.store.cursor(cursor)
+            mentions = source.mentions_since(since) if limit is None else source.mentions_since(since, limit)
         if not mentions:
             return []
+        # A read cut short by the budget may have missed older mentions (X pages from the newest back): the
+        # cursor stays, and the next read takes them all (those stored already are skipped).
+        complete = limit is None or len(mentions) < limit
         bot_id = getattr(source, "bot_user_id", None)
         bot_handle = getattr(source, "bot_handle", None) if network == "bluesky" else None
         return self.store.ingest(mentions, lambda m: decide(m, self.settings, self.store, bot_id, network, bot_handle),
-                                 cursor_name=cursor, cursor_value=mentions[-1].resume_from)
+                                 cursor_name=cursor, cursor_value=mentions[-1].resume_from if complete else None)
 
     def source_of(self, r: Request) -> Source:
         try:
@@ -157,7 +167,7 @@ class Bot:
             if r.kind == "opt_out":
                 self.delete_models(r)
             else:
-                self.store.transition(r.id, "downloading")
+                self.look_up(r)
         elif r.state == "downloading":
             self.download(r)
         elif r.state == "training":
@@ -190,23 +200,66 @@ class Bot:
         """What each kind of use costs on `network`: X's published prices; Bluesky is free to read."""
         return self.settings.x.prices if network == "x" else FREE
 
-    def check_budget(self, r: Request) -> None:
-        """Refuse a download that could take today's spend past `[bot] daily_budget_usd`."""
+    # --- the budget -------------------------------------------------------------------------------
+    # Every billed call is priced before it is made, within `metered` (one at a time, so two calls cannot
+    # both fit in the same last dollar), and counted after. A call that does not fit today waits for the next
+    # UTC day; one that could never fit ends its request.
+
+    def cost(self, network: str, usage: Usage) -> float:
+        return sum(usd for _, _, usd in priced(usage, self.prices(network)))
+
+    def budget_left(self, request_id: int | None = None) -> float | None:
+        """Dollars left today, less the link replies promised to the requests under way (other than
+        `request_id`): each was let through on the promise of its reply. None: no budget is set."""
         budget = self.settings.bot.daily_budget_usd
-        estimate = getattr(self.source_of(r), "download_estimate", None)
-        if not budget or estimate is None:
+        if not budget:
+            return None
+        promised = self.store.replies_promised("x", exclude=request_id)
+        reserve = promised * self.settings.x.prices.post_created_with_link
+        return budget - self.store.spend_since(_start_of_utc_day(self.store.clock())) - reserve
+
+    def require_budget(self, r: Request, what: str, usage: Usage) -> None:
+        """Raise `WaitForBudget` when `usage` on the request's network does not fit in today's budget, and
+        `OverBudget` when it would not fit in any day's."""
+        cost = self.cost(r.source, usage)
+        left = self.budget_left(r.id)
+        if left is None or not cost:
             return
-        worst = sum(cost for _, _, cost in priced(estimate(list(r.handles)), self.prices(r.source)))
-        today = self.store.spend_since(_start_of_utc_day(self.store.clock()))
-        if worst and today + worst > budget:
-            raise OverBudget(f"today's spend ${today:.2f} plus this download (up to ${worst:.2f}) would pass "
-                             f"the daily budget of ${budget:.2f}")
+        if cost > self.settings.bot.daily_budget_usd:
+            raise OverBudget(f"{what} may cost ${cost:.2f}, more than the daily budget of "
+                             f"${self.settings.bot.daily_budget_usd:.2f}")
+        if cost > left + 1e-9:
+            raise WaitForBudget(f"{what} may cost ${cost:.2f}; ${max(left, 0):.2f} of today's budget is left")
+
+    def mentions_affordable(self, network: str) -> int | None:
+        """How many mentions the budget lets a poll read (None: as many as there are)."""
+        usage_of = getattr(self.sources[network], "mention_usage", None)
+        left = self.budget_left()
+        if usage_of is None or left is None:
+            return None
+        each = self.cost(network, usage_of(1))
+        if not each:
+            return None
+        count = max(0, int((left - self.settings.x.prices.user_read) / each))  # and the bot's own account once
+        if count == 0 and self._budget_noted != _start_of_utc_day(self.store.clock()):
+            self._budget_noted = _start_of_utc_day(self.store.clock())
+            log.warning("poll: mentions on %s wait for tomorrow's budget ($%.2f a day)", network,
+                        self.settings.bot.daily_budget_usd)
+        return count
+
+    _budget_noted: float | None = None
+
+    def reply_usage(self, r: Request, text: str) -> Usage:
+        usage_of = getattr(self.source_of(r), "reply_usage", None)
+        return usage_of(text) if usage_of else Usage()
 
     def failed_attempt(self, r: Request, error: BaseException) -> None:
         """A permanent failure ends the request with a reply; a passing one waits and counts an attempt."""
         policy = retry_policy(error)
         reason = clip(str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}")
-        if not policy.transient:
+        if isinstance(error, WaitForBudget):  # not a failure: no attempt is counted
+            self.wait_for_budget(r, reason)
+        elif not policy.transient:
             self.fail(r, reason, failure_reply(error))
         elif r.attempts + 1 >= self.settings.bot.max_attempts:
             self.fail(r, reason, replies.GENERIC_FAILURE)
@@ -217,18 +270,81 @@ class Bot:
         """Seconds to wait after `attempts` failed tries: doubling from `retry_base_seconds`, at most an hour."""
         return backoff_seconds(attempts, self.settings.bot.retry_base_seconds, RETRY_MAX_SECONDS)
 
+    def wait_for_budget(self, r: Request, reason: str) -> None:
+        tomorrow = _start_of_utc_day(self.store.clock()) + DAY
+        self.store.update(r.id, next_attempt_at=tomorrow, reason=f"{BUDGET_WAIT}: {reason}")
+        log.info("request %d: %s: %s", r.id, BUDGET_WAIT, reason)
+
     def fail(self, r: Request, reason: str, reply: str) -> None:
         self.store.transition(r.id, "failed", note=reason, reason=reason, reply_text=reply, job_id=None)
 
     def request_dir(self, r: Request) -> Path:
         return self.work_dir / f"request-{r.id}"
 
+    def look_up(self, r: Request) -> dict[str, Account]:
+        """Who the request's handles name now, asked of the network; then the policy again on those accounts,
+        and a recent model of exactly these people reused (the Hub confirming it) instead of a new one."""
+        accounts = self.accounts_of(r)
+        reused = self.reusable(r, accounts)
+        if reused is not None:
+            url = self.model_url(reused.repo)
+            self.store.transition(r.id, "replying", note=f"reused {reused.repo}", reason="reused a recent model",
+                                  repo=reused.repo, model_url=url, sample=reused.sample,
+                                  accounts=[(a.id, h) for h, a in accounts.items()],
+                                  reply_text=replies.ready(url, reused.sample, reused.repo,
+                                                           link=self.settings.bot.reply_link))
+            return accounts
+        self.store.transition(r.id, "downloading", accounts=[(a.id, h) for h, a in accounts.items()])
+        return accounts
+
+    def accounts_of(self, r: Request) -> dict[str, Account]:
+        """The accounts behind the request's handles, looked up now (billed), recorded as seen, and checked
+        by the policy (`Refusal` for an opted-out or not-consenting person)."""
+        source = self.source_of(r)
+        usage_of = getattr(source, "lookup_usage", None)
+        self.require_budget(r, "looking up the accounts", usage_of(list(r.handles)) if usage_of else Usage())
+        accounts = source.lookup_accounts(list(r.handles))
+        self.store.saw_accounts(r.network, [(a.id, a.handle) for a in accounts.values()])
+        check_accounts(r, {h: a.id for h, a in accounts.items()}, self.settings, self.store)
+        return accounts
+
+    def reusable(self, r: Request, accounts: dict[str, Account]):
+        """A model of exactly these people published within `[bot] reuse_days` whose keyed commit the Hub
+        still shows, or None. A row whose commit is gone is forgotten."""
+        from bot.hub import find_published
+
+        days = self.settings.bot.reuse_days
+        found = self.store.recent_publication(r.network, [(a.id, h) for h, a in accounts.items()], days * DAY) \
+            if days else None
+        if found is None:
+            return None
+        if not found.request_key or find_published(found.repo, found.request_key, self.settings) is None:
+            log.info("request %d: %s is no longer on the Hub as published; training anew", r.id, found.repo)
+            self.store.forget_published([found.repo])
+            return None
+        return found
+
+    def model_url(self, repo: str) -> str:
+        """The link a reply gives: built here from the repo's name and the Hub's address, never taken from
+        a worker's or a job's word."""
+        from bot.hub import model_url
+
+        return model_url(repo, self.settings)
+
     def download(self, r: Request) -> None:
         """The posts, cleaned and split once, into the request folder: the job trains on exactly these."""
         from bot.dataset import build_dataset
 
-        self.check_budget(r)
-        archives = self.source_of(r).download_archives(list(r.handles))
+        source = self.source_of(r)
+        if r.accounts:
+            accounts = {h: Account(r.network, account_id, h) for account_id, h in r.accounts}
+        else:  # a request that was downloading before accounts were kept: look them up and check them now
+            accounts = self.accounts_of(r)
+        usage_of = getattr(source, "download_usage", None)
+        usage = usage_of(list(r.handles), accounts) if usage_of else Usage()
+        self.require_budget(r, "this download and its reply",
+                            usage + self.reply_usage(r, replies.ready(self.model_url(r.repo), None)))
+        archives = source.download_archives(list(r.handles), accounts=accounts)
         dataset = build_dataset(archives, self.settings.data)
         job.prepare(self.request_dir(r), dataset,
                     job.TrainJob.from_settings(self.settings, dataset.name, request_key=publish_key(r)))
@@ -257,9 +373,26 @@ class Bot:
                 log.info("request %d: job %s is gone; starting it again", r.id, r.job_id)
                 self.store.update(r.id, job_id=None)
             elif status.state == "done":
-                if status.published is not None:  # the worker published it: recorded before the state moves
-                    write_atomically(self.request_dir(r) / job.PUBLISHED_FILE, status.published.model_dump_json() + "\n")
-                    perplexity = status.published.validation_perplexity
+                if self.executor.remote:  # a worker or a job says it published: a claim the Hub must confirm
+                    try:
+                        published = self.confirmed_on_hub(r)
+                    except Exception as e:  # noqa: BLE001 - the Hub away: ask again later; a refusal: the policy
+                        if retry_policy(e).transient:
+                            log.warning("request %d: cannot read the Hub now (%s); asking again later", r.id,
+                                        clip(str(e)))
+                            continue
+                        self.failed_attempt(r, e)
+                        finished = True
+                        continue
+                    if published is None:
+                        self.failed_attempt(r, job.JobFailed(
+                            f"the job said it published {r.repo}, but the Hub shows no commit for this request",
+                            transient=True))
+                        finished = True
+                        continue
+                    # Recorded before the state moves: publishing then replies with what the Hub showed.
+                    write_atomically(self.request_dir(r) / job.PUBLISHED_FILE, published.model_dump_json() + "\n")
+                    perplexity = published.validation_perplexity
                 else:
                     perplexity = RunFacts.load(self.request_dir(r) / job.MODEL_DIR).validation_perplexity
                 self.store.transition(r.id, "publishing", job_id=None, note=f"validation perplexity {perplexity}")
@@ -268,25 +401,41 @@ class Bot:
             finished = True
         return finished
 
+    def confirmed_on_hub(self, r: Request) -> job.Published | None:
+        """The commit keyed for this request in the request's own repo, as the Hub shows it (with the run
+        facts of that commit), or None: what a worker or a job returned is never taken as it is."""
+        spec = job.TrainJob.model_validate_json((self.request_dir(r) / job.JOB_FILE).read_bytes())
+        if spec.repo_id != r.repo or spec.request_key != publish_key(r):
+            raise UsageError(f"request {r.id}: its job.json names {spec.repo_id}, not {r.repo}")
+        return job.published_earlier(spec, self.settings)
+
     def publish(self, r: Request) -> None:
         from bot.hub import publish_folder
 
         published = job.read_published(self.request_dir(r))
-        if published is not None:  # a worker published it
-            model_url, commit_url, sample = published.model_url, published.commit_url, published.best_sample
+        if published is not None:  # a worker published it, and the Hub confirmed it (check_jobs)
+            commit_url, sample = published.commit_url, published.best_sample
         else:
             model_dir = self.request_dir(r) / job.MODEL_DIR
             sample = RunFacts.load(model_dir).best_sample
-            result = publish_folder(model_dir, self.settings, repo_id=r.repo, key=publish_key(r))
-            model_url, commit_url = result.model_url, result.commit_url
-        self.store.record_published(r.repo, r.handles, model_url, sample)
+            commit_url = publish_folder(model_dir, self.settings, repo_id=r.repo, key=publish_key(r)).commit_url
+        model_url = self.model_url(r.repo)
+        self.store.record_published(r.repo, r.handles, model_url, sample, accounts=r.accounts, network=r.network,
+                                    request_key=publish_key(r))
         reply = replies.ready(model_url, sample, r.repo, link=self.settings.bot.reply_link)
         self.store.transition(r.id, "replying", note=commit_url, model_url=model_url, sample=sample, reply_text=reply)
 
     def delete_models(self, r: Request) -> None:
+        """Every model of the person who opted out: those the bot published of their account under any
+        handle, those published before ids were kept under a handle the account was seen with, and any repo
+        of the organisation whose name has their handle now."""
         from bot.hub import delete_repos, find_repos_for
 
-        repos = find_repos_for(r.requester, self.settings)
+        repos = set(find_repos_for(r.requester, self.settings))
+        if r.requester_id:
+            repos |= set(self.store.repos_of(r.network, r.requester_id))
+            repos |= set(self.store.repos_named_with(self.store.handles_of(r.network, r.requester_id)))
+        repos = sorted(repos)
         if repos:
             delete_repos(repos, self.settings)
         self.store.forget_published(repos)
@@ -295,12 +444,25 @@ class Bot:
 
     # --- replies --------------------------------------------------------------------------------
 
+    def reply_links(self) -> tuple[str, ...]:
+        """Where a reply may link: the organisation's repos on the Hub (or in the local folder)."""
+        return (self.model_url(f"{self.settings.hub.organization}/x").rsplit("/", 1)[0] + "/",)
+
     def send_reply(self, r: Request) -> bool:
         """Exactly one reply per mention, across crashes. False when it failed and waits for a retry."""
         with self.metered(r.id, r.source):
             return self._send_reply(r)
 
     def _send_reply(self, r: Request) -> bool:
+        text = reply_text(r, self.reply_links())
+        try:
+            self.require_budget(r, "this reply", self.reply_usage(r, text))
+        except WaitForBudget as e:
+            self.wait_for_budget(r, str(e))
+            return False
+        except OverBudget as e:
+            self.store.give_up_reply(r.id, clip(str(e)))
+            return False
         try:
             if r.reply_status == "sending":
                 # A reply may have gone out just before a crash: look before posting again.
@@ -311,7 +473,7 @@ class Bot:
                     return True
             self.store.mark_sending(r.id)
             failpoint("before_reply")
-            reply_id = self.source_of(r).reply(r.mention_id, reply_text(r))
+            reply_id = self.source_of(r).reply(r.mention_id, text)
             failpoint("reply_sent")
             self.store.mark_sent(r.id, reply_id)
             return True
@@ -374,12 +536,42 @@ class Bot:
             raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the bot needs "
                              "its account's credentials on each network in [bot] sources, and a Hub token to publish")
 
+    def tie_names_to_accounts(self) -> None:
+        """Look up, once at start, the handles the bot knows only by name: consents given before account ids
+        were kept, and handles on the blocklist. Each found account is recorded as seen, which moves its
+        consent to the account and pins the block to it, so both outlast a rename. Billed reads go within the
+        budget; a handle not found stays honoured by name."""
+        for network, source in self.sources.items():
+            lookup = getattr(source, "lookup_accounts", None)
+            if lookup is None:
+                continue
+            pinned = self.store.blocked_entries_resolved()
+            names = [h for h in self.store.unresolved_consents()]
+            names += [e for e in self.settings.bot.blocklist if e not in pinned and not is_account_entry(e)]
+            for handle in dict.fromkeys(h for h in names if network_of(h) == ("bluesky" if network == "bluesky" else "x")):
+                with self.metered(None, network):
+                    usage_of = getattr(source, "lookup_usage", None)
+                    left = self.budget_left()
+                    if usage_of is not None and left is not None and self.cost(network, usage_of([handle])) > left:
+                        log.info("names: %s waits for a day with budget left to be looked up", handle)
+                        break
+                    try:
+                        found = lookup([handle])
+                    except AccountError as e:
+                        log.info("names: %s (kept by name)", e)
+                        continue
+                    except Exception as e:  # noqa: BLE001 - the network is away: the next start tries again
+                        log.warning("names: could not look up %s on %s: %s", handle, network, clip(str(e)))
+                        break
+                self.store.saw_accounts(network, [(a.id, a.handle) for a in found.values()])
+
     def run(self, once: bool = False) -> None:
         """Poll and work until SIGTERM/SIGINT (or, with `once`, until nothing is left to do now)."""
         self.check_credentials()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
         try:
+            self.tie_names_to_accounts()
             if once:
                 self.poll_and_log()
                 self.drain()
@@ -414,9 +606,10 @@ class Bot:
         log.info("stopped")
 
 
-def reply_text(r: Request) -> str:
-    """The reply as posted: numbered, and guarded so that it mentions no one but the requester."""
-    return replies.guard(replies.numbered(r.reply_text, r.id), r.requester)
+def reply_text(r: Request, links: tuple[str, ...] = ()) -> str:
+    """The reply as posted: numbered, and guarded so that it mentions no one but the requester and links
+    nowhere but under `links` (the organisation's own repos)."""
+    return replies.guard(replies.numbered(r.reply_text, r.id), r.requester, links)
 
 
 def failure_reply(error: BaseException) -> str:
@@ -427,11 +620,17 @@ def failure_reply(error: BaseException) -> str:
         return replies.failure("too_few", detail=str(error).split(" (")[0])
     if isinstance(error, OverBudget):
         return replies.OVER_BUDGET
+    if isinstance(error, Refusal):
+        return error.reply
     return replies.GENERIC_FAILURE
 
 
 class OverBudget(UserError):
-    """A download would take the day's spend past the budget: the request ends with a polite reply."""
+    """A call that costs more than a whole day's budget: the request ends with a polite reply."""
+
+
+class WaitForBudget(TransientError):
+    """A call that does not fit in what is left of today's budget: it waits for the next UTC day."""
 
 
 def _start_of_utc_day(now: float) -> float:

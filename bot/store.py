@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import TransientError, UserError
+from bot.errors import TransientError, UserError, inert
 from bot.failpoints import failpoint
 
 log = logging.getLogger("huggingtweets.store")
@@ -48,6 +48,8 @@ TRANSITIONS: dict[str, set[str]] = {
     "done": set(),
 }
 ACTIVE_STATES = ("queued", "downloading", "training", "publishing")
+# How a request's reason begins while the daily budget holds it (or its reply) back until the next UTC day.
+BUDGET_WAIT = "waits for tomorrow's budget"
 FINAL_STATES = ("rejected", "ignored", "failed", "done")
 
 MIGRATIONS: list[str] = [
@@ -131,7 +133,50 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE requests ADD COLUMN job_host TEXT
     """,
+    # 7: a person is an account id on a network (an X user id, a Bluesky DID), never a handle: handles change
+    # and are taken up by others. Every handle an account was seen with; consents and blocks by account;
+    # the accounts a request models and a published model is of. The handle-keyed `consents` of schema 1
+    # stay as they are and are honoured by handle until each handle is next seen, then move to the account.
+    """
+    CREATE TABLE accounts (
+        network TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        handle TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (network, account_id, handle)
+    );
+    CREATE INDEX accounts_by_handle ON accounts(network, handle, last_seen);
+    CREATE TABLE account_consents (
+        network TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('in', 'out')),
+        handle TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (network, account_id)
+    );
+    CREATE TABLE blocked_accounts (
+        entry TEXT NOT NULL,
+        network TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (entry, network, account_id)
+    );
+    ALTER TABLE published ADD COLUMN accounts TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE published ADD COLUMN request_key TEXT;
+    ALTER TABLE requests ADD COLUMN accounts TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX requests_by_requester_id ON requests(requester_id, created_at)
+    """,
 ]
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A model the bot published: the repo, the sample it replied with, the key its commit carries."""
+
+    repo: str
+    sample: str | None
+    request_key: str | None
 
 
 class TransitionError(RuntimeError):
@@ -171,12 +216,20 @@ class Request:
     job_started_at: float | None = None
     source: str = "x"  # the network the mention came from: "x", "bluesky" or "local"
     job_host: str | None = None  # the worker the job runs on, once the executor has said
+    # The people modelled, once their handles were looked up on the network: (account id, handle) pairs.
+    accounts: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Request:
         data = dict(row)
         data["handles"] = tuple(json.loads(data["handles"]))
+        data["accounts"] = tuple(tuple(a) for a in json.loads(data.get("accounts") or "[]"))
         return cls(**data)
+
+    @property
+    def network(self) -> str:
+        """The network whose accounts this request names: the one its mention came from."""
+        return self.source
 
 
 @dataclass(frozen=True)
@@ -322,8 +375,10 @@ class Store:
              new.repo, new.state, new.reason, new.model_url, new.sample, new.reply_text, reply_status,
              new.mention_created_at, now, now, new.source))
         rid = cur.lastrowid
+        if new.requester_id:
+            self._saw_account(db, new.source, new.requester_id, new.requester)
         if new.consent:
-            self._set_consent(db, new.requester, new.consent)
+            self._set_consent(db, new.source, new.requester_id or "", new.requester, new.consent)
         db.execute("INSERT INTO transitions VALUES (?, ?, NULL, 'received', NULL)", (rid, now))
         db.execute("INSERT INTO transitions VALUES (?, ?, 'received', ?, ?)", (rid, now, new.state, new.reason))
         return self._get(db, rid)
@@ -339,6 +394,7 @@ class Store:
             if "reply_text" in fields and fields["reply_text"] and "reply_status" not in fields:
                 fields["reply_status"] = "pending"
             self._update(db, request_id, state=to_state, **fields)
+            note = inert(note) if note else note
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                        (request_id, self.clock(), current.state, to_state, note))
             updated = self._get(db, request_id)
@@ -365,8 +421,13 @@ class Store:
             return self._get(db, request_id)
 
     def _update(self, db: sqlite3.Connection, request_id: int, **fields) -> None:
+        for name in ("reason", "job_host"):  # often a server's or a worker's words: stored inert whatever path they took
+            if fields.get(name):
+                fields[name] = inert(fields[name])
         if "handles" in fields:
             fields["handles"] = json.dumps(list(fields["handles"]))
+        if "accounts" in fields:
+            fields["accounts"] = json.dumps([list(a) for a in fields["accounts"]])
         fields["updated_at"] = self.clock()
         columns = ", ".join(f"{k} = ?" for k in fields)
         db.execute(f"UPDATE requests SET {columns} WHERE id = ?", (*fields.values(), request_id))
@@ -480,12 +541,29 @@ class Store:
                 f"SELECT COUNT(*) FROM requests WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})",
                 ACTIVE_STATES).fetchone()[0]
 
-    def requests_since(self, requester: str, since: float) -> int:
-        """Model requests a person made since `since` (for the daily quota)."""
+    def waiting_for_budget(self, now: float) -> int:
+        """Requests (or their replies) held back until a later day by the budget."""
+        with self._reading() as db:
+            return db.execute("SELECT COUNT(*) FROM requests WHERE next_attempt_at > ? AND reason LIKE ?"
+                              " AND (state IN ('queued', 'downloading', 'training', 'publishing')"
+                              " OR reply_status IN ('pending', 'sending'))", (now, BUDGET_WAIT + "%")).fetchone()[0]
+
+    def replies_promised(self, source: str, exclude: int | None = None) -> int:
+        """Requests from `source` past their download whose reply (with the model's link) is still to come:
+        the budget keeps room for each."""
+        with self._reading() as db:
+            return db.execute("SELECT COUNT(*) FROM requests WHERE source = ? AND id != ?"
+                              " AND state IN ('training', 'publishing')", (source, exclude or -1)).fetchone()[0]
+
+    def requests_since(self, requester_id: str | None, requester: str, since: float) -> int:
+        """Model requests a person made since `since` (for the daily quota): by account id, whatever handle
+        each was made under; by handle only for requests stored before ids were kept."""
         with self._reading() as db:
             return db.execute(
-                "SELECT COUNT(*) FROM requests WHERE requester = ? AND created_at >= ? AND kind = 'train'"
-                " AND state NOT IN ('rejected', 'ignored')", (requester, since)).fetchone()[0]
+                "SELECT COUNT(*) FROM requests WHERE created_at >= ? AND kind = 'train'"
+                " AND state NOT IN ('rejected', 'ignored')"
+                " AND (requester_id = ? OR ((requester_id IS NULL OR requester_id = '') AND requester = ?))",
+                (since, requester_id or "\x00", requester)).fetchone()[0]
 
     # --- spend --------------------------------------------------------------------------------------
 
@@ -519,33 +597,137 @@ class Store:
             row = db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
-    def set_consent(self, handle: str, status: str) -> None:
+    # People are accounts: (network, account id). Handles are how they were seen, for display and names.
+
+    def saw_accounts(self, network: str, accounts: Iterable[tuple[str, str]]) -> None:
+        """Record that these (account id, handle) pairs were seen on `network` (a mention's author, an
+        account looked up): a consent given under the handle before ids were kept moves to the account, and
+        a handle on `blocklist` pins its account, so both hold after a rename."""
         with self.transaction() as db:
-            self._set_consent(db, handle, status)
+            for account_id, handle in accounts:
+                self._saw_account(db, network, account_id, handle)
 
-    def _set_consent(self, db: sqlite3.Connection, handle: str, status: str) -> None:
-        db.execute("INSERT INTO consents VALUES (?, ?, ?) ON CONFLICT(handle) DO UPDATE SET "
-                   "status = excluded.status, at = excluded.at", (handle.lower(), status, self.clock()))
+    def _saw_account(self, db: sqlite3.Connection, network: str, account_id: str, handle: str) -> None:
+        account_id, handle, now = str(account_id), handle.lower(), self.clock()
+        db.execute("INSERT INTO accounts VALUES (?, ?, ?, ?, ?) ON CONFLICT(network, account_id, handle) DO UPDATE"
+                   " SET last_seen = excluded.last_seen", (network, account_id, handle, now, now))
+        legacy = db.execute("SELECT status, at FROM consents WHERE handle = ?", (handle,)).fetchone()
+        if legacy is not None:
+            db.execute("INSERT INTO account_consents VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       (network, account_id, legacy[0], handle, legacy[1]))
+            db.execute("DELETE FROM consents WHERE handle = ?", (handle,))
+            log.info("consent: @%s's opt-%s now holds for account %s on %s", handle, legacy[0], account_id, network)
+        for entry in self.blocklist:
+            if entry == handle:
+                db.execute("INSERT INTO blocked_accounts VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                           (entry, network, account_id, now))
 
-    def consent(self, handle: str) -> str | None:
-        """'in', 'out', or None when the person never said."""
+    blocklist: tuple[str, ...] = ()  # the operator's [bot] blocklist, lowercased (set by the bot)
+
+    def is_blocked(self, network: str, account_id: str | None, handle: str, blocklist: Iterable[str]) -> bool:
+        """Whether the operator's `blocklist` names this person: by the handle, by an id written in the list
+        (`x:ID`, a DID), or by an account a listed handle was seen with (so a rename does not lift it)."""
+        entries = {e.lower() for e in blocklist}
+        if handle.lower() in entries or (account_id and (account_id in entries or f"{network}:{account_id}" in entries)):
+            return True
+        if not account_id or not entries:
+            return False
         with self._reading() as db:
-            row = db.execute("SELECT status FROM consents WHERE handle = ?", (handle.lower(),)).fetchone()
+            rows = db.execute("SELECT entry FROM blocked_accounts WHERE network = ? AND account_id = ?",
+                              (network, str(account_id))).fetchall()
+        return any(row[0] in entries for row in rows)
+
+    def set_consent(self, network: str, account_id: str, handle: str, status: str) -> None:
+        with self.transaction() as db:
+            self._set_consent(db, network, account_id, handle, status)
+
+    def _set_consent(self, db: sqlite3.Connection, network: str, account_id: str, handle: str, status: str) -> None:
+        if not account_id:  # a source that gave no id (never X or Bluesky): the handle is all there is
+            db.execute("INSERT INTO consents VALUES (?, ?, ?) ON CONFLICT(handle) DO UPDATE SET "
+                       "status = excluded.status, at = excluded.at", (handle.lower(), status, self.clock()))
+            return
+        db.execute("INSERT INTO account_consents VALUES (?, ?, ?, ?, ?) ON CONFLICT(network, account_id) DO UPDATE"
+                   " SET status = excluded.status, handle = excluded.handle, at = excluded.at",
+                   (network, str(account_id), status, handle.lower(), self.clock()))
+
+    def consent(self, network: str, account_id: str | None, handle: str | None = None) -> str | None:
+        """'in', 'out', or None when the person never said: by account, else (a consent given before ids
+        were kept, its handle not seen since) by handle."""
+        with self._reading() as db:
+            if account_id:
+                row = db.execute("SELECT status FROM account_consents WHERE network = ? AND account_id = ?",
+                                 (network, str(account_id))).fetchone()
+                if row:
+                    return row[0]
+            if handle:
+                row = db.execute("SELECT status FROM consents WHERE handle = ?", (handle.lower(),)).fetchone()
+                if row:
+                    return row[0]
+        return None
+
+    def account_of(self, network: str, handle: str) -> str | None:
+        """The account `handle` was last seen with on `network`, or None."""
+        with self._reading() as db:
+            row = db.execute("SELECT account_id FROM accounts WHERE network = ? AND handle = ?"
+                             " ORDER BY last_seen DESC LIMIT 1", (network, handle.lower())).fetchone()
         return row[0] if row else None
 
-    def record_published(self, repo: str, handles: Iterable[str], model_url: str, sample: str | None) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT INTO published VALUES (?, ?, ?, ?, ?) ON CONFLICT(repo) DO UPDATE SET "
-                       "handles = excluded.handles, model_url = excluded.model_url, sample = excluded.sample, "
-                       "published_at = excluded.published_at",
-                       (repo, json.dumps(sorted(handles)), model_url, sample, self.clock()))
-
-    def recent_publication(self, repo: str, max_age_seconds: float) -> tuple[str, str | None] | None:
-        """(model_url, sample) of `repo` if it was published less than `max_age_seconds` ago."""
+    def handles_of(self, network: str, account_id: str) -> list[str]:
+        """Every handle an account was seen with, oldest first."""
         with self._reading() as db:
-            row = db.execute("SELECT model_url, sample FROM published WHERE repo = ? AND published_at >= ?",
-                                   (repo, self.clock() - max_age_seconds)).fetchone()
-        return (row[0], row[1]) if row else None
+            return [r[0] for r in db.execute("SELECT handle FROM accounts WHERE network = ? AND account_id = ?"
+                                             " ORDER BY first_seen", (network, str(account_id))).fetchall()]
+
+    def unresolved_consents(self) -> list[str]:
+        """Handles whose consent was given before ids were kept and that have not been seen since."""
+        with self._reading() as db:
+            return [r[0] for r in db.execute("SELECT handle FROM consents ORDER BY at").fetchall()]
+
+    def blocked_entries_resolved(self) -> set[str]:
+        """Blocklist entries already pinned to an account."""
+        with self._reading() as db:
+            return {r[0] for r in db.execute("SELECT DISTINCT entry FROM blocked_accounts").fetchall()}
+
+    def record_published(self, repo: str, handles: Iterable[str], model_url: str, sample: str | None,
+                         accounts: Iterable[tuple[str, str]] = (), network: str = "x",
+                         request_key: str | None = None) -> None:
+        """A model published for a request: its repo, the people it is of (as accounts of `network`, so an
+        opt-out finds it whatever its name says), and the key of the commit that holds it."""
+        people = sorted([network, str(account_id)] for account_id, _ in accounts)
+        with self.transaction() as db:
+            db.execute("INSERT INTO published (repo, handles, model_url, sample, published_at, accounts, request_key)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo) DO UPDATE SET "
+                       "handles = excluded.handles, model_url = excluded.model_url, sample = excluded.sample, "
+                       "published_at = excluded.published_at, accounts = excluded.accounts, "
+                       "request_key = excluded.request_key",
+                       (repo, json.dumps(sorted(handles)), model_url, sample, self.clock(), json.dumps(people),
+                        request_key))
+
+    def recent_publication(self, network: str, accounts: Iterable[tuple[str, str]],
+                           max_age_seconds: float) -> Publication | None:
+        """The newest model of exactly these people (accounts of `network`) published less than
+        `max_age_seconds` ago, whatever handles its name was made of."""
+        people = json.dumps(sorted([network, str(account_id)] for account_id, _ in accounts))
+        with self._reading() as db:
+            row = db.execute("SELECT repo, sample, request_key FROM published WHERE accounts = ? AND published_at >= ?"
+                             " ORDER BY published_at DESC LIMIT 1",
+                             (people, self.clock() - max_age_seconds)).fetchone()
+        return Publication(*row) if row else None
+
+    def repos_of(self, network: str, account_id: str) -> list[str]:
+        """Repos the bot published of this account (alone or with others), under any name."""
+        person = json.dumps([network, str(account_id)])
+        with self._reading() as db:
+            rows = db.execute("SELECT repo FROM published, json_each(published.accounts)"
+                              " WHERE json_each.value = json(?)", (person,)).fetchall()
+        return sorted({r[0] for r in rows})
+
+    def repos_named_with(self, handles: Iterable[str]) -> list[str]:
+        """Repos the bot published before it kept account ids, of any of these handles."""
+        wanted = {h.lower() for h in handles}
+        with self._reading() as db:
+            rows = db.execute("SELECT repo, handles FROM published WHERE accounts = '[]'").fetchall()
+        return sorted(r[0] for r in rows if wanted & set(json.loads(r[1])))
 
     def forget_published(self, repos: Iterable[str]) -> None:
         with self.transaction() as db:

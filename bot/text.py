@@ -22,6 +22,76 @@ MENTION_RE = regex.compile(r"([@＠])(?=[A-Za-z0-9_])")
 # An invisible character that keeps "@alice" reading the same while no longer being a mention.
 WORD_JOINER = "\u2060"
 
+# Links as X finds them in a post (twitter-text v3): with a scheme or "www.", or a bare domain. X links a
+# bare domain only when it ends in a real top-level domain; not knowing the list, any word.word counts.
+SCHEME_URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"]+", re.IGNORECASE)
+BARE_DOMAIN_RE = re.compile(
+    r"(?<![\w@.\-/])[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"\.[A-Za-z]{2,63}(?![\w-])(?:/[^\s<>\"]*)?")
+TRAILING_PUNCTUATION = ".,:;!?'\")]}"
+# What stands in for "." in a link that must not be one: it reads as a dot, and no domain holds it.
+DOT_LEADER = "\u2024"
+# Anything that may be a domain, for `unlink`: wider than what X links (any letters, no look at what comes
+# before), since a dot made plain by mistake costs nothing and a link let through is the harm.
+MAYBE_DOMAIN_RE = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,63}")
+
+
+def _is_under(link: str, prefix: str) -> bool:
+    """Whether `link` is `prefix` and one plain name after it ("…/org/" + "alice-bob"): no "..", no more path."""
+    if not link.lower().startswith(prefix.lower()):
+        return False
+    rest = link[len(prefix):]
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", rest)) and ".." not in rest
+
+
+def link_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every link X would see in `text`, in order, never overlapping.
+
+        >>> text = "see https://huggingface.co/a, or example.com."
+        >>> [text[s:e] for s, e in link_spans(text)]
+        ['https://huggingface.co/a', 'example.com']
+    """
+    spans = []
+    for m in SCHEME_URL_RE.finditer(text):
+        spans.append((m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))))
+    for m in BARE_DOMAIN_RE.finditer(text):
+        end = m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))
+        if not any(s <= m.start() < e for s, e in spans):
+            spans.append((m.start(), end))
+    kept, pos = [], 0
+    for start, end in sorted(spans):
+        if start >= pos and end > start:
+            kept.append((start, end))
+            pos = end
+    return kept
+
+
+def unlink(text: str, allowed: Sequence[str] = (), mention: str | None = None) -> str:
+    """`text` with every link that does not start with one of `allowed` made plain text: each "." in it
+    becomes a dot leader, so it reads the same but names no domain that X or anyone else would link.
+    Every candidate counts, overlapping ones too ("0.https://evil.com" is a bare "0.https" and a link), but
+    what lies inside an allowed link, and `mention` written as a mention ("@alice.bsky.social": a Bluesky
+    handle is a domain; Bluesky links nothing a post does not mark).
+
+        >>> unlink("mine https://huggingface.co/org/a, not evil.com/login", ["https://huggingface.co/org/"])
+        'mine https://huggingface.co/org/a, not evil\\u2024com/login'
+    """
+    kept: list[tuple[int, int]] = []
+    for m in SCHEME_URL_RE.finditer(text):
+        link = m.group().rstrip(TRAILING_PUNCTUATION)
+        if any(_is_under(link, prefix) for prefix in allowed):
+            kept.append((m.start(), m.start() + len(link)))
+    if mention:
+        for m in re.finditer(r"[@＠](" + re.escape(mention) + r")(?![\w.-])", text, re.IGNORECASE):
+            kept.append(m.span(1))
+    broken = bytearray(len(text))
+    for pattern in (SCHEME_URL_RE, MAYBE_DOMAIN_RE):
+        for m in pattern.finditer(text):
+            start, end = m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))
+            if end > start and not any(s <= start and end <= e for s, e in kept):
+                broken[start:end] = b"\x01" * (end - start)
+    return "".join(DOT_LEADER if c == "." and broken[i] else c for i, c in enumerate(text))
+
 
 def neutralise_mentions(text: str) -> str:
     """Put a word joiner after every '@' that starts a handle: "@alice" reads the same, but X, the Hub

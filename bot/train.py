@@ -477,7 +477,7 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
             "handles": [u.handle for u in dataset.users],
             "users": dataset.counts_json()["users"],
             "accounts": {u.handle: {"username": u.username, "display_name": u.display_name,
-                                    "avatar_url": u.avatar_url} for u in dataset.users},
+                                    "avatar_url": u.avatar_url, "account_id": u.account_id} for u in dataset.users},
             "language": dataset.languages,
             "base_model": base.name,
             "base_model_hub_id": base.hub_id,

@@ -44,15 +44,15 @@ import regex
 import requests
 import tweepy
 
-from bot.adapters import Mention, Usage, XUser
+from bot.adapters import Account, Mention, Usage, XUser
 from bot.archive import Archive, open_archive, user_sidecar
 from bot.config import Settings, XSettings
 from bot.errors import (AccountError, TransientError, UsageError, UserError, backoff_seconds, check_base_url, clip,
-                        hide_in_logs)
+                        hide_in_logs, inert)
 from bot.files import write_atomically
 from bot.mentions import normalize_handle
 from bot.progress import progress as progress_display
-from bot.text import shorten_keeping_links
+from bot.text import SCHEME_URL_RE, link_spans, shorten_keeping_links
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ X_API_HOST = "https://api.twitter.com"  # what tweepy puts in front of every rou
 PAGE_SIZE = 100  # the most the timeline and mentions endpoints return per page
 MIN_PAGE_SIZE = 5  # ... and the fewest they accept
 MAX_PAGES = 1000  # a guard against a server that hands out next_token forever
+# The bot's latest posts read to find a reply that may have gone out before a failure or a crash: replies
+# are posted one at a time, so a lost one is among the last few. Each post read is billed.
+REPLY_CHECK_POSTS = 20
 RATE_LIMIT_MARGIN_SECONDS = 0.5  # X's reset is a whole second: wait a little past it
 
 # The fields the dataset and the model card use; X sends only id, text and edit_history_tweet_ids by default.
@@ -124,15 +127,6 @@ MAX_WEIGHTED_LENGTH = 280
 URL_WEIGHT = 23  # every link is shortened to a t.co link of this length
 # Code points that weigh 1; every other code point weighs 2 (twitter-text v3 "ranges").
 LIGHT_RANGES = ((0x0000, 0x10FF), (0x2000, 0x200D), (0x2010, 0x201F), (0x2032, 0x2037))
-# A link with a scheme, or "www.": X counts it as 23 whatever its length.
-SCHEME_URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"]+", re.IGNORECASE)
-# Something that looks like a bare domain ("example.com/path"). X links it only when the ending is a real
-# top-level domain; not knowing the list, we count such a word as 23 or its own length, whichever is more,
-# so the count can only err long (a reply that X would accept), never short (one X would refuse).
-BARE_DOMAIN_RE = re.compile(
-    r"(?<![\w@.\-/])[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"\.[A-Za-z]{2,63}(?![\w-])(?:/[^\s<>\"]*)?")
-TRAILING_PUNCTUATION = ".,:;!?'\")]}"
 GRAPHEME_RE = regex.compile(r"\X")
 EMOJI_RE = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}\u20e3\ufe0f]")
 
@@ -180,17 +174,8 @@ def fit_reply(text: str, url: str | None = None, limit: int = MAX_WEIGHTED_LENGT
 
 def _pieces(text: str) -> list[tuple[str, bool]]:
     """`text` cut into (piece, is_link) runs."""
-    spans = []
-    for m in SCHEME_URL_RE.finditer(text):
-        spans.append((m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))))
-    for m in BARE_DOMAIN_RE.finditer(text):
-        end = m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))
-        if not any(s <= m.start() < e for s, e in spans):
-            spans.append((m.start(), end))
     pieces, pos = [], 0
-    for start, end in sorted(spans):
-        if start < pos or end <= start:
-            continue
+    for start, end in link_spans(text):
         if start > pos:
             pieces.append((text[pos:start], False))
         pieces.append((text[start:end], True))
@@ -364,25 +349,38 @@ class XClient:
 
     # --- mentions and replies -------------------------------------------------------------------
 
-    def mentions_since(self, since_id: str | None) -> list[Mention]:
-        """Posts that mention the bot, newer than `since_id` (all of the latest 800 when None), oldest first."""
+    def mentions_since(self, since_id: str | None, limit: int | None = None) -> list[Mention]:
+        """Posts that mention the bot, newer than `since_id` (all of the latest 800 when None), oldest first.
+
+        `limit`: read at most this many (the budget's word; at least one page of MIN_PAGE_SIZE). X pages from
+        the newest back, so a read cut short by the limit may miss older ones: the caller keeps its cursor."""
         self._require_user_context("read the bot's mentions")
         me = self.me()
         found: dict[str, Mention] = {}
         token = None
+        read = 0
         for _ in range(MAX_PAGES):
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - read)
+            if size < MIN_PAGE_SIZE:
+                break
             body = self._call("reading mentions", self.client.get_users_mentions, me.id, since_id=since_id,
-                              max_results=PAGE_SIZE, pagination_token=token, expansions=["author_id"],
+                              max_results=size, pagination_token=token, expansions=["author_id"],
                               tweet_fields=MENTION_FIELDS, user_fields=["username"], user_auth=True)
             data = body.get("data") or []
             users = {u["id"]: u for u in (body.get("includes") or {}).get("users", [])}
             self._count(posts=len(data), users=len(users))
+            read += len(data)
             for t in data:
                 found[str(t["id"])] = _mention_from_v2(t, users)
             token = (body.get("meta") or {}).get("next_token")
             if not token or not data:
                 break
         return sorted(found.values(), key=lambda m: int(m.id))
+
+    @staticmethod
+    def mention_usage(count: int) -> Usage:
+        """The most reading `count` mentions can be billed: each post, and its author's account."""
+        return Usage(posts_read=count, users_read=count)
 
     def reply(self, in_reply_to_tweet_id: str, text: str) -> str:
         """Post `text` (fitted to 280 weighted characters, links kept whole) as a reply; the new post's id.
@@ -394,7 +392,7 @@ class XClient:
         target = str(in_reply_to_tweet_id)
 
         def already_sent() -> str | None:
-            return self.recent_replies(limit=PAGE_SIZE).get(target)
+            return self.recent_replies(limit=REPLY_CHECK_POSTS).get(target)
 
         body = self._call(f"replying to {target}", self.client.create_tweet, text=text,
                           in_reply_to_tweet_id=target, user_auth=True, check_before_retry=already_sent)
@@ -409,7 +407,14 @@ class XClient:
             self._count(created=1)
         return str(data["id"])
 
-    def recent_replies(self, limit: int = 100) -> dict[str, str]:
+    def reply_usage(self, text: str) -> Usage:
+        """The most `reply(text)` can be billed: the post, and the bot's latest posts read once to look
+        for it when its fate is unknown."""
+        link = has_link(fit_reply(text))
+        return Usage(posts_created=0 if link else 1, posts_created_with_link=1 if link else 0,
+                     posts_read=REPLY_CHECK_POSTS)
+
+    def recent_replies(self, limit: int = REPLY_CHECK_POSTS) -> dict[str, str]:
         """Mention id -> reply id for the bot's own latest posts (up to `limit`) that are replies."""
         self._require_user_context("read the bot's replies")
         me = self.me()
@@ -435,14 +440,30 @@ class XClient:
 
     # --- the bot's adapter interface (same calls as bot.local.LocalX) ----------------------------
 
-    def download_archives(self, handles: list[str], progress: bool = False) -> dict[str, Archive]:
-        return download_archives(handles, self.settings, client=self, progress=progress)
+    def lookup_accounts(self, handles: list[str]) -> dict[str, Account]:
+        """Who each handle names now, asked of X (one billed user read each, cache or not: a handle can
+        pass to another person at any time). Raises AccountError for an unknown, suspended or protected one."""
+        found = {}
+        for handle in handles:
+            user = self.get_user(handle)
+            if user.protected:
+                raise ProtectedUserError(user.username)
+            found[normalize_handle(handle, "x")] = Account("x", user.id, user.username.lower())
+        return found
 
-    def download_estimate(self, handles: list[str]) -> Usage:
-        """The most `download_archives(handles)` can read: every account not fresh in the cache looked up
-        and read in full (for the daily budget, before anything is paid for)."""
+    @staticmethod
+    def lookup_usage(handles: list[str]) -> Usage:
+        return Usage(users_read=len(handles))
+
+    def download_archives(self, handles: list[str], accounts: dict[str, Account] | None = None,
+                          progress: bool = False) -> dict[str, Archive]:
+        return download_archives(handles, self.settings, client=self, progress=progress, accounts=accounts)
+
+    def download_usage(self, handles: list[str], accounts: dict[str, Account] | None = None) -> Usage:
+        """The most `download_archives(handles, accounts)` can read: every account not fresh in the cache
+        looked up and read in full (for the daily budget, before anything is paid for)."""
         cache = TimelineCache(self.config.cache_dir, self.config.cache_ttl_hours, self.config.max_tweets_per_user)
-        stale = [h for h in handles if not cache.is_fresh(h)]
+        stale = [h for h in handles if not cache.is_fresh(h, accounts[h].id if accounts and h in accounts else None)]
         return Usage(users_read=len(stale), posts_read=len(stale) * self.config.max_tweets_per_user)
 
     # --- plumbing -------------------------------------------------------------------------------
@@ -579,7 +600,7 @@ def _mention_from_v2(t: dict, users: dict[str, dict]) -> Mention:
     text = note["text"] if isinstance(note, dict) and isinstance(note.get("text"), str) else t["text"]
     replied_to = next((str(r["id"]) for r in t.get("referenced_tweets") or [] if r.get("type") == "replied_to"), None)
     return Mention(id=str(t["id"]), author_id=author_id, author_username=users.get(author_id, {}).get("username", ""),
-                   text=text, created_at=t.get("created_at"),
+                   text=inert(text), created_at=t.get("created_at"),
                    in_reply_to_user_id=str(t["in_reply_to_user_id"]) if t.get("in_reply_to_user_id") else None,
                    in_reply_to_tweet_id=replied_to)
 
@@ -602,7 +623,11 @@ class TimelineCache:
     def path(self, handle: str) -> Path:
         return self.folder / f"{normalize_handle(handle, 'x')}.jsonl"
 
-    def is_fresh(self, handle: str) -> bool:
+    def is_fresh(self, handle: str, account_id: str | None = None) -> bool:
+        """Whether the handle's posts were read within the cache's lifetime (and, given `account_id`, are
+        that account's: a handle can pass to another person)."""
+        if account_id is not None and self.cached_user_id(handle) != account_id:
+            return False
         sidecar = user_sidecar(self.path(handle))  # written last: its time is the time of the download
         try:
             return self.path(handle).exists() and time.time() - sidecar.stat().st_mtime < self.ttl_seconds
@@ -646,22 +671,28 @@ class TimelineCache:
 
 
 def download_archives(handles: list[str], settings: Settings, *, client: XClient | None = None,
-                      progress: bool = True, console=None) -> dict[str, Archive]:
+                      progress: bool = True, console=None, accounts: dict[str, Account] | None = None
+                      ) -> dict[str, Archive]:
     """Each user's posts through the cache, as archives keyed by lowercased handle.
 
     Every account is looked up before any timeline is read, so an unknown, suspended or protected
     one fails the whole request before posts are paid for. With `progress`, a bar and a usage line
     (posts and users read) go to stderr, or to `console` (a rich Console: pass the caller's own so
-    its status line and this bar share the screen).
+    its status line and this bar share the screen). With `accounts` (handle -> the `Account` it was
+    looked up as), a cache is used only for that account, and a handle that names another account by now
+    is refused.
     """
     handles = [normalize_handle(h, "x") for h in handles]
     x = client or XClient.from_settings(settings)
     cache = TimelineCache(settings.x.cache_dir, settings.x.cache_ttl_hours, settings.x.max_tweets_per_user)
-    stale = [h for h in handles if not cache.is_fresh(h)]
+    expected = {h: accounts[h].id for h in handles if accounts and h in accounts}
+    stale = [h for h in handles if not cache.is_fresh(h, expected.get(h))]
     users = {h: x.get_user(h) for h in stale}
-    for user in users.values():
+    for handle, user in users.items():
         if user.protected:
             raise ProtectedUserError(user.username)
+        if handle in expected and user.id != expected[handle]:
+            raise AccountError(handle, "changed")
     if console is None:
         from rich.console import Console
 

@@ -181,6 +181,15 @@ class FakeX:
                 self.tweets[t["id"]] = t
             return user
 
+    def rename(self, username: str, new_username: str) -> FakeUser:
+        """The account takes another handle, as people do on X: same id and posts, and the old handle is free
+        for anyone to take up (`add_user(old, ...)`)."""
+        with self.lock:
+            user = self.users.pop(username.lower())
+            user.username = new_username
+            self.users[new_username.lower()] = user
+            return user
+
     def add_posts(self, username: str, texts: list[str] | int) -> list[str]:
         """New posts at the top of a user's timeline (newer than everything else); their ids."""
         with self.lock:

@@ -130,15 +130,16 @@ def test_a_recent_model_is_reused_without_downloading_or_training(bot, x, fake_h
     first = x.add_mention("carol", "@huggingtweets @eli")
     bot.run_ok()
     commits = len(fake_hub.repos["huggingtweets/eli"].commits)
-    reads = x.count("/2/users/", "GET")
+    timeline = f"/2/users/{x.user('eli').id}/tweets"
+    timeline_reads, lookups = x.count(timeline), x.count("/2/users/by/username/eli")
 
     second = x.add_mention("dave", "@huggingtweets train @eli")
     bot.run_ok()
     link = re.search(r"https?://\S+", bot.replies_to(first)[0]).group()
     assert link.endswith("/huggingtweets/eli") and link in bot.replies_to(second)[0]
     assert len(fake_hub.repos["huggingtweets/eli"].commits) == commits
-    # Only the mentions poll and the bot's own account were read: no timeline.
-    assert x.count("/2/users/", "GET") - reads <= 2
+    # Who "eli" is now was asked (a handle can change hands), but no timeline was read.
+    assert x.count(timeline) == timeline_reads and x.count("/2/users/by/username/eli") == lookups + 1
 
 
 # Every point where a crash could lose or repeat something, in the order a request reaches them.
@@ -327,11 +328,11 @@ def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
 
     with sqlite3.connect(bot.tmp / "bot.sqlite3") as db:
         state, attempts, next_at = db.execute("SELECT state, attempts, next_attempt_at FROM requests").fetchone()
-    assert (state, attempts) == ("downloading", 1)
+    assert (state, attempts) == ("queued", 1)  # the lookup of @dora, before anything is downloaded
     assert next_at >= before + 89  # X's reset, not the zero back-off
     lookups = x.count("/2/users/by/")
     bot.run_ok()  # too early: nothing is tried
-    assert x.count("/2/users/by/") == lookups and bot.states() == {mention: "downloading"}
+    assert x.count("/2/users/by/") == lookups and bot.states() == {mention: "queued"}
 
 
 # --- what each request costs on X ------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from bot.config import parse_settings
-from bot.policy import decide
+from bot.policy import Refusal, check_accounts, decide
 from bot.store import Store
 
 
@@ -16,6 +16,7 @@ class Mention:
     text: str
     author_username: str = "carol"
     in_reply_to_user_id: str | None = None
+    author_id: str | None = None
 
 
 @pytest.fixture
@@ -58,9 +59,12 @@ def test_self_mode_takes_only_the_requesters_own_account(store):
 
 
 def test_consented_mode_needs_an_opt_in(store):
-    assert ask(store, "@huggingtweets train @bob", mode="consented").reason == "no consent"
-    ask(store, "@huggingtweets opt in", author="bob", mention_id="2", mode="consented")
-    assert ask(store, "@huggingtweets train @bob", mention_id="3", mode="consented").state == "queued"
+    r, settings = requested(store, "@huggingtweets train @bob", mode="consented")
+    with pytest.raises(Refusal, match="no consent") as refused:
+        check_accounts(r, {"bob": "200"}, settings, store)
+    assert "bob can mention me with" in refused.value.reply
+    requested(store, "@huggingtweets opt in", author="bob", author_id="200", mention_id="2", mode="consented")
+    check_accounts(r, {"bob": "200"}, settings, store)
 
 
 def test_the_daily_quota(store):
@@ -76,11 +80,54 @@ def test_a_full_queue_turns_requests_away(store):
     assert ask(store, "@huggingtweets train @a2", author="dave", mention_id="2", max_queue=1).reason == "queue full"
 
 
-def test_a_recent_model_is_reused_without_training(store):
-    store.record_published("huggingtweets/alice", ["alice"], "https://huggingface.co/huggingtweets/alice", "My dream is tea")
-    new = ask(store, "@huggingtweets @alice")
-    assert new.state == "replying" and new.reason == "reused a recent model"
-    assert "https://huggingface.co/huggingtweets/alice" in new.reply_text and "My dream is tea" in new.reply_text
+def requested(store, text, author="carol", author_id="700", mention_id="1", **bot):
+    """A mention stored as the bot stores it: its author an account, the decision made on it."""
+    mention = Mention(mention_id, text, author, author_id=author_id)
+    settings = settings_with(**bot)
+    store.ingest([mention], lambda m: decide(m, settings, store, bot_user_id="42"))
+    return store.by_mention(mention_id), settings
+
+
+def test_an_opt_out_follows_the_account_through_a_rename(store):
+    requested(store, "@huggingtweets opt out", author="bob", author_id="200")  # bob's account is 200
+    # bob renames to "bobby"; a stranger asks for "bobby", a handle the bot has never seen.
+    r, settings = requested(store, "@huggingtweets train @bobby", mention_id="2")
+    assert r.state == "queued"  # nothing is known of "bobby" yet: looked up before anything is read
+    with pytest.raises(Refusal, match="opted out") as refused:
+        check_accounts(r, {"bobby": "200"}, settings, store)
+    assert "bobby opted out" in refused.value.reply
+    check_accounts(r, {"bobby": "201"}, settings, store)  # the name taken by someone else: theirs to ask for
+
+
+def test_self_and_consented_modes_check_the_account_not_the_name(store):
+    r, settings = requested(store, "@huggingtweets me", mode="self")
+    check_accounts(r, {"carol": "700"}, settings, store)
+    with pytest.raises(Refusal, match="mode self"):  # "carol" names another account by now
+        check_accounts(r, {"carol": "701"}, settings, store)
+    requested(store, "@huggingtweets opt in", author="dan", author_id="300", mention_id="2", mode="consented")
+    r, settings = requested(store, "@huggingtweets train @dan_renamed", mention_id="3", mode="consented")
+    check_accounts(r, {"dan_renamed": "300"}, settings, store)  # dan's consent, under his new name
+    r, settings = requested(store, "@huggingtweets train @carol", mention_id="4", mode="consented")
+    with pytest.raises(Refusal, match="no consent"):  # "carol" is not the requester any more
+        check_accounts(r, {"carol": "999"}, settings, store)
+    check_accounts(r, {"carol": "700"}, settings, store)
+
+
+def test_a_blocked_requester_stays_blocked_after_a_rename(store):
+    store.blocklist = ("spammer",)
+    assert requested(store, "@huggingtweets train @a", author="spammer", author_id="66",
+                     blocklist=["spammer"])[0].state == "ignored"
+    assert requested(store, "@huggingtweets train @a", author="nice_name", author_id="66", mention_id="2",
+                     blocklist=["spammer"])[0].state == "ignored"
+    assert requested(store, "@huggingtweets train @a", author="someone", author_id="67", mention_id="3",
+                     blocklist=["x:67"])[0].state == "ignored"
+
+
+def test_the_quota_counts_the_account_under_every_handle(store):
+    for number, author in enumerate(["carol", "carol_new"], 1):
+        requested(store, f"@huggingtweets train @a{number}", author=author, mention_id=str(number))
+    third, _ = requested(store, "@huggingtweets train @a3", author="carol_newer", mention_id="3")
+    assert third.reason == "quota"
 
 
 def test_blocklisted_requesters_and_the_bot_itself_are_ignored(store):

@@ -8,7 +8,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from bot import replies
 from bot.errors import clip, mask, retry_policy, TransientError, UserError
-from bot.text import WORD_JOINER
+from bot.text import DOT_LEADER, WORD_JOINER
+from twitter_rules import extract_urls
 
 # What X reads as a mention: "@" or "＠" followed by handle characters.
 LIVE_MENTION_RE = regex.compile(r"[@＠]([A-Za-z0-9_]+)")
@@ -35,7 +36,43 @@ def test_no_reply_mentions_anyone_but_the_requester_whatever_it_holds(requester,
     text = "".join(pieces)
     guarded = replies.guard(text, requester)
     assert live_mentions(guarded) <= {requester.lower()}
-    assert guarded.replace(WORD_JOINER, "") == text.replace(WORD_JOINER, "")  # it reads the same
+    # It reads the same: a broken mention gains an invisible joiner; a link (a Bluesky handle is a domain)
+    # a dot leader for each dot.
+    def read(t: str) -> str:
+        return t.replace(WORD_JOINER, "").replace(DOT_LEADER, ".")
+    assert read(guarded) == read(text)
+
+
+ORG_REPOS = "https://huggingface.co/huggingtweets/"
+# Links of every shape X knows, and lookalikes of the organisation's own.
+link_like = st.sampled_from([
+    "https://evil.com/login", "http://evil.example.com", "evil.com", "EVIL.COM/x?y=1", "www.evil.co.uk",
+    "t.co/abc", "http://1.2.3.4/x", "xn--80ak6aa92e.com", "https://huggingface.co/evil/x",
+    "huggingface.co/huggingtweets/alice", "https://huggingface.co/huggingtweets/../evil",
+    "https://huggingface.co/huggingtweets.evil.com/x", "https://huggingface.co/huggingtweets/a/../../b",
+    "https://huggingface.co/huggingtweets/alice", "https://evil.com/https://huggingface.co/huggingtweets/a",
+    "evil.co\u2060m", "https://evil\u2060.com/x", "ahttps://evil.com", "(evil.com)", "evil.com.", "@evil.com",
+    "alice.bsky.social", "https://bsky.app/profile/alice"])
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(pieces=st.lists(st.one_of(noise, link_like, st.sampled_from([" ", ".", "/", ":", "\n"])), max_size=10),
+       names=st.lists(st.one_of(handle, link_like), max_size=3), requester=handle)
+def test_no_reply_links_anywhere_but_the_organisations_repos(pieces, names, requester):
+    """Whatever a sample, a name or an error holds, X (its own twitter-text rules) finds no link in a reply
+    but to one of the organisation's repos."""
+    text = "".join(pieces)
+    sentences = [replies.ready(ORG_REPOS + "alice-bob", text), replies.ready(text, None),
+                 replies.failure("unreadable", names, detail=text), replies.failure("opted_out", names)]
+    for sentence in sentences:
+        guarded = replies.guard(replies.numbered(sentence, 7), requester, [ORG_REPOS])
+        for url in extract_urls(guarded):
+            assert url.startswith(ORG_REPOS) and "/" not in url[len(ORG_REPOS):] and ".." not in url, (url, guarded)
+
+
+def test_the_model_link_stays_a_link():
+    guarded = replies.guard(replies.ready(ORG_REPOS + "alice-bob", "see evil.com"), "carol", [ORG_REPOS])
+    assert extract_urls(guarded) == [ORG_REPOS + "alice-bob"]
 
 
 def test_no_fixed_sentence_names_an_account():
@@ -86,6 +123,7 @@ def test_guard_knows_bluesky_handles():
     text = "@alice.bsky.social your model is ready; thanks @bob.bsky.social and @alice."
     guarded = replies.guard(text, "alice.bsky.social")
     assert guarded.startswith("@alice.bsky.social your model")
-    assert "@bob.bsky.social" not in guarded and f"@{WORD_JOINER}bob.bsky.social" in guarded
+    # Neither a mention nor, on X, a link to the website bob.bsky.social.
+    assert "@bob.bsky.social" not in guarded and f"@{WORD_JOINER}bob{DOT_LEADER}bsky{DOT_LEADER}social" in guarded
     assert f"@{WORD_JOINER}alice." in guarded  # "@alice" is another account than alice.bsky.social
     assert replies.guard("hi @alice.", "alice") == "hi @alice."  # a full stop ends a sentence, not a handle

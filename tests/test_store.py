@@ -119,21 +119,67 @@ def test_retry_later_counts_attempts_and_waits(tmp_path):
     assert (due.id, due.attempts, due.reason) == (r.id, 1, "Hub unavailable")
 
 
-def test_consents_quotas_and_publications(tmp_path):
+def test_consents_and_quotas_follow_the_account_not_the_handle(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.consent("x", "101", "alice") is None
+    store.set_consent("x", "101", "Alice", "out")
+    assert store.consent("x", "101") == "out"
+    assert store.consent("x", "101", "alice_renamed") == "out"  # the account, whatever it is called now
+    assert store.consent("bluesky", "101") is None  # another network's account 101 is another person
+    store.saw_accounts("x", [("101", "alice"), ("101", "alice_renamed")])
+    assert store.account_of("x", "alice_renamed") == "101" and store.handles_of("x", "101") == ["alice", "alice_renamed"]
+
+    store.ingest([Mention("1"), Mention("2")], lambda m: NewRequest(**{**vars(queued(m)), "requester_id": "7"}))
+    store.ingest([Mention("3", author_username="carol_new")],
+                 lambda m: NewRequest(**{**vars(queued(m)), "requester_id": "7"}))
+    assert store.requests_since("7", "whoever", 0) == 3  # one person's quota, under two handles
+    assert store.requests_since("8", "carol", 0) == 0  # a handle someone else used is not this person
+    assert store.queue_length() == 3
+
+
+def test_a_publication_is_found_by_its_people_and_forgotten(tmp_path):
     now = [1000.0]
     store = Store(tmp_path / "s.sqlite3", clock=lambda: now[0])
-    assert store.consent("Alice") is None
-    store.set_consent("Alice", "out")
-    assert store.consent("alice") == "out"
-    store.ingest([Mention("1"), Mention("2")], queued)
-    assert store.requests_since("carol", 0) == 2
-    assert store.queue_length() == 2
-    store.record_published("huggingtweets/alice", ["alice"], "https://hub/alice", "a sample")
-    assert store.recent_publication("huggingtweets/alice", 3600) == ("https://hub/alice", "a sample")
+    store.record_published("huggingtweets/alice-bob", ["alice", "bob"], "https://hub/alice-bob", "a sample",
+                           accounts=[("2", "bob"), ("1", "alice")], network="x", request_key="5 (x mention 9)")
+    found = store.recent_publication("x", [("1", "alice_new"), ("2", "bob")], 3600)  # handles do not matter
+    assert (found.repo, found.sample, found.request_key) == ("huggingtweets/alice-bob", "a sample", "5 (x mention 9)")
+    assert store.recent_publication("x", [("1", "alice")], 3600) is None  # not the same people
+    assert store.recent_publication("bluesky", [("1", "a"), ("2", "b")], 3600) is None
+    assert store.repos_of("x", "2") == ["huggingtweets/alice-bob"] and store.repos_of("x", "3") == []
     now[0] += 7200
-    assert store.recent_publication("huggingtweets/alice", 3600) is None
-    store.forget_published(["huggingtweets/alice"])
-    assert store.recent_publication("huggingtweets/alice", 10**9) is None
+    assert store.recent_publication("x", [("1", "alice"), ("2", "bob")], 3600) is None
+    store.forget_published(["huggingtweets/alice-bob"])
+    assert store.repos_of("x", "2") == []
+
+
+def test_a_handle_keyed_consent_migrates_to_the_account_when_the_handle_is_next_seen(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    with sqlite3.connect(path) as db:  # schema 6: consents were keyed by handle
+        for script in MIGRATIONS[:6]:
+            db.executescript(script + ";")
+        db.execute("PRAGMA user_version = 6")
+        db.execute("INSERT INTO consents VALUES ('alice', 'out', 5)")
+        db.execute("INSERT INTO published VALUES ('huggingtweets/alice', '[\"alice\"]', 'u', 's', 5)")
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.consent("x", "101", "alice") == "out"  # honoured by handle until the handle is seen
+    assert store.unresolved_consents() == ["alice"] and store.repos_named_with(["alice"]) == ["huggingtweets/alice"]
+    store.saw_accounts("x", [("101", "alice")])
+    assert store.unresolved_consents() == []
+    assert store.consent("x", "101", "alice_renamed") == "out"  # now the account's, under any handle
+    assert store.consent("x", "202", "alice") is None  # whoever takes the name up later is someone else
+
+
+def test_a_blocklisted_handle_pins_its_account(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.blocklist = ("spammer", "x:999")
+    assert store.is_blocked("x", "5", "spammer", store.blocklist)
+    store.saw_accounts("x", [("5", "spammer")])  # the blocked handle seen with its account
+    assert store.is_blocked("x", "5", "innocent_name", store.blocklist)  # renamed: still blocked
+    assert store.is_blocked("x", "999", "anyone", store.blocklist)  # listed by id
+    assert not store.is_blocked("x", "6", "carol", store.blocklist)
+    assert not store.is_blocked("x", "5", "innocent_name", ["other"])  # taken off the list: no longer pinned
 
 
 def test_state_survives_reopening(tmp_path):
