@@ -141,11 +141,11 @@ class Ticket(BaseModel):
                 return cls.model_validate_json(raw)
             return cls.model_validate(raw)
         except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "the ticket"
-            if first["type"] == "extra_forbidden" and first["loc"] and first["loc"][0] == "hub":
+            if any(error["loc"][:1] == ("hub",) for error in e.errors()):
                 raise JobRefused("the ticket names where to publish ([hub]); a worker publishes only under "
                                  "its own configured organisation") from None
+            first = e.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the ticket"
             raise JobRefused(f"not a job ticket of this version ({where}: {first['msg'].lower()})") from None
 
     def unpack(self, request_dir: Path) -> Path:

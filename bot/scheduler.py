@@ -101,6 +101,7 @@ class Bot:
         self.executor = executor or make_executor(settings)
         self.stopping = threading.Event()
         self._metering = threading.Lock()
+        self._budget_noted: float | None = None  # the day the poll last said it waits for the budget
         self.work_dir = Path(settings.bot.work_dir)
 
     # --- mentions in ----------------------------------------------------------------------------
@@ -246,8 +247,6 @@ class Bot:
             log.warning("poll: mentions on %s wait for tomorrow's budget ($%.2f a day)", network,
                         self.settings.bot.daily_budget_usd)
         return count
-
-    _budget_noted: float | None = None
 
     def reply_usage(self, r: Request, text: str) -> Usage:
         usage_of = getattr(self.source_of(r), "reply_usage", None)
@@ -546,7 +545,7 @@ class Bot:
             if lookup is None:
                 continue
             pinned = self.store.blocked_entries_resolved()
-            names = [h for h in self.store.unresolved_consents()]
+            names = self.store.unresolved_consents()
             names += [e for e in self.settings.bot.blocklist if e not in pinned and not is_account_entry(e)]
             for handle in dict.fromkeys(h for h in names if network_of(h) == ("bluesky" if network == "bluesky" else "x")):
                 with self.metered(None, network):

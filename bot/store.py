@@ -404,6 +404,7 @@ class Store:
 
     def retry_later(self, request_id: int, reason: str, delay_seconds: float) -> Request:
         """Count a failed attempt and wait before the next; the state stays where it is."""
+        reason = inert(reason)
         with self.transaction() as db:
             current = self._get(db, request_id)
             self._update(db, request_id, attempts=current.attempts + 1, reason=reason, job_id=None,

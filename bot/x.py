@@ -63,6 +63,8 @@ MAX_PAGES = 1000  # a guard against a server that hands out next_token forever
 # The bot's latest posts read to find a reply that may have gone out before a failure or a crash: replies
 # are posted one at a time, so a lost one is among the last few. Each post read is billed.
 REPLY_CHECK_POSTS = 20
+# How long an account looked up stays the word on who a handle is, for the download that follows it.
+LOOKUP_KEEP_SECONDS = 600.0
 RATE_LIMIT_MARGIN_SECONDS = 0.5  # X's reset is a whole second: wait a little past it
 
 # The fields the dataset and the model card use; X sends only id, text and edit_history_tweet_ids by default.
@@ -265,6 +267,9 @@ class XClient:
         self.usage = Usage()
         self._lock = threading.Lock()
         self._me: XUser | None = None
+        # Accounts looked up a moment ago (`lookup_accounts`), by handle, with when: the download that follows
+        # within LOOKUP_KEEP_SECONDS reads the timeline without paying for the same account twice.
+        self._looked_up: dict[str, tuple[XUser, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, environ: dict[str, str] | None = None) -> XClient:
@@ -448,8 +453,17 @@ class XClient:
             user = self.get_user(handle)
             if user.protected:
                 raise ProtectedUserError(user.username)
-            found[normalize_handle(handle, "x")] = Account("x", user.id, user.username.lower())
+            handle = normalize_handle(handle, "x")
+            with self._lock:
+                self._looked_up[handle] = (user, time.monotonic())
+            found[handle] = Account("x", user.id, user.username.lower())
         return found
+
+    def looked_up(self, handle: str) -> XUser | None:
+        """The account `lookup_accounts` found for `handle` within the last LOOKUP_KEEP_SECONDS, or None."""
+        with self._lock:
+            user, at = self._looked_up.get(normalize_handle(handle, "x"), (None, 0.0))
+        return user if user is not None and time.monotonic() - at < LOOKUP_KEEP_SECONDS else None
 
     @staticmethod
     def lookup_usage(handles: list[str]) -> Usage:
@@ -687,7 +701,7 @@ def download_archives(handles: list[str], settings: Settings, *, client: XClient
     cache = TimelineCache(settings.x.cache_dir, settings.x.cache_ttl_hours, settings.x.max_tweets_per_user)
     expected = {h: accounts[h].id for h in handles if accounts and h in accounts}
     stale = [h for h in handles if not cache.is_fresh(h, expected.get(h))]
-    users = {h: x.get_user(h) for h in stale}
+    users = {h: (x.looked_up(h) if h in expected else None) or x.get_user(h) for h in stale}
     for handle, user in users.items():
         if user.protected:
             raise ProtectedUserError(user.username)

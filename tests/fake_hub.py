@@ -220,7 +220,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status), never headers or tokens
         self.faults: list[Fault] = []
         self.tokens: dict[str, tuple[str, frozenset[str] | None]] = {}
-        self.token = "hf_loopback" + secrets.token_hex(12)
+        self.token = "hf_" + secrets.token_hex(16)  # random, as real ones are: no word of it in any name
         self.add_token(self.token, user="loopback-tester")
         self.jobs: dict[str, Job] = {}  # the Jobs service's jobs by id, in the order they were submitted
         self.scheduling_seconds = 0.2  # how long a job waits for a machine before it runs

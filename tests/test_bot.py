@@ -355,7 +355,7 @@ def test_status_shows_what_each_request_cost_on_x(bot, x):
     spend = {r["id"]: r["spend_usd"] for r in status_json(bot)["requests"]}
     # 1 account and 180 posts read ($0.01 + 180 x $0.005), a reply with a link ($0.20)
     assert spend[1] == pytest.approx(1.11)
-    assert spend[2] == pytest.approx(0.20)  # reused: no reads, only the reply with its link
+    assert spend[2] == pytest.approx(0.21)  # reused: who "dora" is now ($0.01), and the reply with its link
     assert spend[3] == pytest.approx(0.015)  # the help: a reply without a link
     totals = status_json(bot)["spend_usd"]
     assert totals["today"] > sum(spend.values())  # reading the mentions costs too
@@ -365,11 +365,11 @@ def test_status_shows_what_each_request_cost_on_x(bot, x):
 
 
 def test_a_daily_budget_stops_new_downloads_with_a_polite_reply(bot, x):
-    bot.write_config(daily_budget_usd=1.0)
+    bot.write_config(daily_budget_usd=1.0)  # a whole timeline (3,200 posts) may cost $16
     mention = x.add_mention("carol", "@huggingtweets train @eli")
     bot.run_ok()
     assert bot.states() == {mention: "failed"}
-    assert "spent today's budget" in bot.replies_to(mention)[0]
+    assert "more than I may spend in a day" in bot.replies_to(mention)[0]
     assert x.count("/2/users/2001/tweets") == 0  # no post of eli's was read (paid for)
 
 

@@ -93,8 +93,8 @@ class Queue:
         }), encoding="utf-8")
         return config
 
-    def start_worker(self, name: str) -> None:
-        config = self.worker_config()
+    def start_worker(self, name: str, config: Path | None = None) -> None:
+        config = config or self.worker_config()
         self.logs[name] = self.folder / f"{name}.log"
         with open(self.logs[name], "ab") as log:
             self.workers[name] = subprocess.Popen(
@@ -198,7 +198,7 @@ def test_a_worker_killed_mid_job_hands_it_to_another_and_it_is_published_once(bo
     assert "/huggingtweets/gus" in reply
     assert len(keyed_commits(fake_hub, "huggingtweets/gus")) == 1
     [row] = bot.rows()
-    assert row["state"] == "done" and row["attempts"] == 0
+    assert row["state"] == "done" and row["attempts"] == 0, stderr[-3000:]
     assert f"runs on {first}" in stderr
     assert {"gpu1@test", "gpu2@test"} - {first} == {row["job_host"]}, "the other worker finished it"
 

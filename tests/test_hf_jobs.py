@@ -45,16 +45,16 @@ def test_a_request_key_gives_a_folder_name_of_letters_digits_and_dashes():
 
 def test_the_command_installs_the_package_and_runs_the_job_and_carries_no_secret(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_not-a-real-token-but-shaped-like-one")
-    command = job_command("huggingtweets==0.1.0", JOBS_DATASET, "abc123", "requests/7/ticket.json")
+    command = job_command("huggingtweets==0.1.0", JOBS_DATASET, "abc123", "requests/7/ticket.json", "huggingtweets")
     assert command[:2] == ["sh", "-c"]
     assert command[2] == ("pip install --quiet --no-cache-dir --disable-pip-version-check huggingtweets==0.1.0 && "
                           "exec python -m bot.hf_jobs run --dataset huggingtweets/huggingtweets-jobs --revision abc123 "
-                          "--path requests/7/ticket.json")
+                          "--path requests/7/ticket.json --organization huggingtweets")
     assert "hf_not-a-real" not in " ".join(command)
 
 
 def test_a_package_with_shell_characters_is_quoted():
-    command = job_command("huggingtweets @ git+https://example.org/x.git; rm -rf /", JOBS_DATASET, "r", "p")
+    command = job_command("huggingtweets @ git+https://example.org/x.git; rm -rf /", JOBS_DATASET, "r", "p", "org")
     assert "'huggingtweets @ git+https://example.org/x.git; rm -rf /'" in command[2]
 
 

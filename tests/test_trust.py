@@ -47,7 +47,9 @@ def seed_published(bot: BotRunner, x: FakeX, handle: str, request_key: str, samp
     model = bot.tmp / f"{handle}-model"
     model.mkdir()
     (model / "README.md").write_text(f"{handle}'s model\n")
-    publish_folder(model, Settings.model_validate({"hub": {"max_retries": 1}}), repo_id=repo, key=request_key)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_TOKEN", bot.hub.token)
+        publish_folder(model, Settings.model_validate({"hub": {"max_retries": 1}}), repo_id=repo, key=request_key)
     store = Store(bot.tmp / "bot.sqlite3")
     store.record_published(repo, [handle], "ignored", sample, accounts=[(x.user(handle).id, handle)], network="x",
                            request_key=request_key)
@@ -106,14 +108,30 @@ def test_a_blocklisted_handle_is_tied_to_its_account_before_the_first_mention(tm
 # --- 2. a worker obeys its own config, not the message ----------------------------------------------
 
 
-def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fake_hub):
-    from test_celery import Queue
+def ticket_of(folder: Path, archive: str, **train) -> dict:
+    """A well-formed ticket for the worker's own organisation: the sample archive's posts, these settings."""
+    from bot import job
+    from bot.archive import open_archive
+    from bot.dataset import build_dataset
+
+    dataset = build_dataset({"dreamy_kettle": open_archive(archive)})
+    settings = Settings.model_validate({"train": {"base_model": "tiny", **train}})
+    job.prepare(folder, dataset, job.TrainJob.from_settings(settings, dataset.name, request_key="forged-long"))
+    return job.Ticket.from_folder(folder).model_dump(mode="json")
+
+
+def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fake_hub, sample_archive):
+    from test_celery import JOB_TIMEOUT, Queue
 
     from bot.celery_app import TASK_NAME, make_app
 
     queue = Queue(tmp_path, fake_hub)
     try:
-        queue.start_worker("gpu1")
+        # The worker's own limit: four seconds a job, whatever a message asks.
+        (tmp_path / "worker").mkdir()
+        config = queue.write_config(tmp_path / "worker")
+        config.write_text(config.read_text().replace(f"job_timeout_seconds = {JOB_TIMEOUT}", "job_timeout_seconds = 4"))
+        queue.start_worker("gpu1", config)
         app = make_app(Settings.model_validate({"celery": {"broker_url": queue.redis.url}}))
         elsewhere = tmp_path / "planted"
         job = {"version": 1, "repo_id": "victim-org/planted", "base_model": "tiny", "train": {},
@@ -134,15 +152,22 @@ def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fa
         }
         results = {name: app.send_task(TASK_NAME, args=[ticket], task_id=str(uuid.uuid4()))
                    for name, ticket in forged.items()}
-        answers = {name: result.get(timeout=60) for name, result in results.items()}
+        # A well-formed job that asks for an hour of a worker allowed four seconds.
+        long_job = ticket_of(tmp_path / "long", sample_archive, max_epochs=100)
+        started = time.monotonic()
+        results["long"] = app.send_task(TASK_NAME, args=[long_job], task_id=str(uuid.uuid4()),
+                                        soft_time_limit=3600, time_limit=3600)
+        answers = {name: result.get(timeout=90) for name, result in results.items()}
+        took = time.monotonic() - started
     finally:
         queue.stop()
-    for name, answer in answers.items():
-        assert answer["error"]["transient"] is False, (name, answer)
+    for name in forged:  # refused for good, before anything was trained
+        assert answers[name]["error"]["transient"] is False, (name, answers[name])
     assert "where to publish" in answers["old"]["error"]["message"]
     assert "outside this machine's organisation 'huggingtweets'" in answers["org"]["error"]["message"]
     assert "base model" in answers["path"]["error"]["message"]
     assert "may not be named" in answers["file"]["error"]["message"]
+    assert "SoftTimeLimitExceeded" in answers["long"]["error"]["type"] and took < 60, (answers["long"], took)
     assert not any(repo.startswith("victim-org/") for repo in fake_hub.repos), sorted(fake_hub.repos)
     assert not elsewhere.exists() and not (tmp_path / "escape.txt").exists()
 
