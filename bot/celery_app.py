@@ -129,8 +129,9 @@ def train_and_publish(task, ticket: dict) -> dict:
     return {"worker": host, "published": published.model_dump()}
 
 
-def run_worker(settings: Settings, name: str | None = None) -> None:
-    """Run one worker in the foreground until SIGTERM: one job at a time (one GPU)."""
+def run_worker(settings: Settings, name: str | None = None, banner: bool = True) -> None:
+    """Run one worker in the foreground until SIGTERM: one job at a time (one GPU). Without `banner`,
+    Celery prints nothing of its own on stdout (JSON logs: every line of the worker's is a log record)."""
     if settings.hub.backend == "hub":
         from huggingface_hub import get_token
 
@@ -141,7 +142,7 @@ def run_worker(settings: Settings, name: str | None = None) -> None:
     log.info("worker: jobs from %s", shown_url(settings.celery.broker))
     server = serve_monitoring(settings)
     try:
-        app.worker_main(["worker", "--loglevel=INFO", "--concurrency=1", "--prefetch-multiplier=1", "--pool=prefork",
+        app.worker_main([*([] if banner else ["--quiet"]), "worker", "--loglevel=INFO", "--concurrency=1", "--prefetch-multiplier=1", "--pool=prefork",
                          f"--queues={QUEUE}", f"--hostname={name or 'huggingtweets@%h'}",
                          "--without-gossip", "--without-mingle", "--without-heartbeat"])
     finally:

@@ -480,7 +480,7 @@ def worker(
 
     config = listening_at(ctx, listen)
     setup_logging(fmt=log_format(ctx))
-    run_worker(config, name)
+    run_worker(config, name, banner=log_format(ctx) != "json")
 
 
 @app.command(rich_help_panel=BOT)
@@ -583,6 +583,8 @@ def setup_logging(path: Path | None = None, fmt: str = "plain") -> None:
                          ScrubbingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     handler.addFilter(AboutFilter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # A library's warning (Celery's, say) is a record too: in JSON logs, a line of JSON like the rest.
+    logging.captureWarnings(fmt == "json")
     for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "tweepy", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The work job is skipped every few seconds while a model trains; that is by design, not news.

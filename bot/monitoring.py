@@ -29,6 +29,8 @@ import urllib.request
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -39,7 +41,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 import bot
 from bot.config import Settings
 from bot.errors import UsageError, UserError, clip, mask_known
-from bot.store import ACTIVE_STATES, TRANSITIONS, Store, StoreError
+from bot.store import ACTIVE_STATES, TRANSITIONS, Request, Store, StoreError
+
+if TYPE_CHECKING:
+    from bot.executors import JobStatus
 
 log = logging.getLogger("huggingtweets.monitoring")
 
@@ -132,10 +137,10 @@ class BotMonitor:
     def retried(self, step: str) -> None:
         self.retries.labels(step).inc()
 
-    def job_finished(self, request, status, validation_perplexity: float | None = None) -> None:
+    def job_finished(self, request: Request, status: JobStatus, validation_perplexity: float | None = None) -> None:
         """A request's job ended (a `bot.executors.JobStatus` other than running); when done, with the
         validation perplexity of its model."""
-        executor, worker = request.executor or "", status.where or request.job_host or ""
+        executor, worker = request.executor or "", worker_label(status.where or request.job_host)
         self.jobs_finished.labels(executor, worker, status.state).inc()
         if status.state != "done":
             return
@@ -175,6 +180,12 @@ class BotMonitor:
         return serve(listen if listen is not None else self.settings.monitoring.listen, self.registry, self.health)
 
 
+def worker_label(where: str | None) -> str:
+    """Where a job runs, as a label with few values: a Celery worker's name ("huggingtweets@gpu-2"), a
+    Hugging Face job's flavor ("t4-small", not its URL, which is new for every job), "" before it is known."""
+    return (where or "").split(" ")[0]
+
+
 def database_problem(path) -> str | None:
     """Why the state database at `path` cannot be written now, or None when it can.
 
@@ -183,7 +194,8 @@ def database_problem(path) -> str | None:
     (The bot's own connection may go on writing through files it opened earlier.)
     """
     try:
-        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT_SECONDS, isolation_level=None)
+        uri = Path(path).absolute().as_uri() + "?mode=rw"  # as a URI: never created, unlike a plain path
+        db = sqlite3.connect(uri, uri=True, timeout=PROBE_TIMEOUT_SECONDS, isolation_level=None)
         try:
             db.execute("BEGIN IMMEDIATE")
             db.execute("ROLLBACK")
@@ -247,9 +259,10 @@ class _BotCollector:
         yield GaugeMetricFamily("huggingtweets_spend_today_usd", "US dollars spent so far this UTC day (what the "
                                 "daily budget is checked against).", value=today)
         running = GaugeMetricFamily("huggingtweets_jobs_running", "Training jobs handed to an executor and not "
-                                    "finished, by executor and worker (\"\" until a worker has taken it).",
+                                    "finished, by executor and worker (a Celery worker's name, a Hugging Face Jobs flavor; "
+                                    "\"\" until one has taken it).",
                                     labels=["executor", "worker"])
-        for (executor, worker), n in sorted(Tally((r.executor or "", r.job_host or "") for r in under_way).items()):
+        for (executor, worker), n in sorted(Tally((r.executor or "", worker_label(r.job_host)) for r in under_way).items()):
             running.add_metric([executor, worker], n)
         yield running
 

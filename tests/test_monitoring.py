@@ -33,6 +33,7 @@ from bot.errors import ConfigError
 from bot.facts import RunFacts
 from bot.local import LocalX
 from bot.logs import AboutFilter, JsonFormatter, about
+from bot.monitoring import worker_label
 from bot.scheduler import Bot
 from test_celery import REDIS_SERVER, RedisServer, free_port
 
@@ -260,6 +261,12 @@ def test_a_state_database_that_fails_the_loop_makes_the_bot_unhealthy(local_sett
     assert not health.healthy
     assert health.reason.startswith("the state database failed the bot 0 s ago: ") and "cannot be used now" in health.reason
     assert value(scrape(bot), "huggingtweets_healthy") == 0  # the store's own metrics are left out, not the rest
+
+
+def test_jobs_are_labelled_by_worker_name_or_flavor_never_by_a_url_new_for_each_job():
+    assert worker_label("huggingtweets@gpu-2") == "huggingtweets@gpu-2"
+    assert worker_label("t4-small https://huggingface.co/jobs/alice/68780d00") == "t4-small"
+    assert worker_label(None) == ""
 
 
 # --- a worker's /healthz: its broker -------------------------------------------------------------------------
