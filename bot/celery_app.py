@@ -30,12 +30,16 @@ import logging
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bot import job
 from bot.config import Settings
 from bot.errors import UsageError, clip, hide_in_logs
 from bot.job import Ticket
+
+if TYPE_CHECKING:
+    from bot.monitoring import MonitoringServer
 
 log = logging.getLogger("huggingtweets.celery")
 
@@ -142,15 +146,16 @@ def run_worker(settings: Settings, name: str | None = None, banner: bool = True)
     log.info("worker: jobs from %s", shown_url(settings.celery.broker))
     server = serve_monitoring(settings)
     try:
-        app.worker_main([*([] if banner else ["--quiet"]), "worker", "--loglevel=INFO", "--concurrency=1", "--prefetch-multiplier=1", "--pool=prefork",
-                         f"--queues={QUEUE}", f"--hostname={name or 'huggingtweets@%h'}",
+        app.worker_main([*([] if banner else ["--quiet"]), "worker", "--loglevel=INFO", "--concurrency=1",
+                         "--prefetch-multiplier=1", "--pool=prefork", f"--queues={QUEUE}",
+                         f"--hostname={name or 'huggingtweets@%h'}",
                          "--without-gossip", "--without-mingle", "--without-heartbeat"])
     finally:
         if server is not None:
             server.close()
 
 
-def serve_monitoring(settings: Settings):
+def serve_monitoring(settings: Settings) -> MonitoringServer | None:
     """/healthz (the broker answers) and /metrics of this worker, with `[monitoring] listen`; None without.
 
     Served from the worker's main process, which Celery tells of every job it hands to its pool. The
