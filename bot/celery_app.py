@@ -35,12 +35,16 @@ import logging
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bot import job
 from bot.config import Settings
 from bot.errors import UsageError, clip, hide_in_logs, mask
 from bot.job import Ticket
+
+if TYPE_CHECKING:
+    from bot.monitoring import MonitoringServer
 
 log = logging.getLogger("huggingtweets.celery")
 
@@ -190,8 +194,9 @@ def train_and_publish(task, ticket: dict) -> dict:
     return {"worker": host, "published": published.model_dump()}
 
 
-def run_worker(settings: Settings, name: str | None = None) -> None:
-    """Run one worker in the foreground until SIGTERM: one job at a time (one GPU)."""
+def run_worker(settings: Settings, name: str | None = None, banner: bool = True) -> None:
+    """Run one worker in the foreground until SIGTERM: one job at a time (one GPU). Without `banner`,
+    Celery prints nothing of its own on stdout (JSON logs: every line of the worker's is a log record)."""
     if settings.hub.backend == "hub":
         from huggingface_hub import get_token
 
@@ -200,9 +205,38 @@ def run_worker(settings: Settings, name: str | None = None) -> None:
                              "with write access to the organisation")
     app = make_app(settings)
     log.info("worker: jobs from %s", shown_url(settings.celery.broker))
-    app.worker_main(["worker", "--loglevel=INFO", "--concurrency=1", "--prefetch-multiplier=1", "--pool=prefork",
-                     f"--queues={QUEUE}", f"--hostname={name or 'huggingtweets@%h'}",
-                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    server = serve_monitoring(settings)
+    try:
+        app.worker_main([*([] if banner else ["--quiet"]), "worker", "--loglevel=INFO", "--concurrency=1",
+                         "--prefetch-multiplier=1", "--pool=prefork", f"--queues={QUEUE}",
+                         f"--hostname={name or 'huggingtweets@%h'}",
+                         "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    finally:
+        if server is not None:
+            server.close()
+
+
+def serve_monitoring(settings: Settings) -> MonitoringServer | None:
+    """/healthz (the broker answers) and /metrics of this worker, with `[monitoring] listen`; None without.
+
+    Served from the worker's main process, which Celery tells of every job it hands to its pool. The
+    pool's processes are forked from it: each closes its copy of the listening socket, so that none of
+    them keeps the port after the worker is gone.
+    """
+    if not settings.monitoring.listen:
+        return None
+    from celery import signals
+
+    from bot.monitoring import WorkerMonitor
+
+    server = WorkerMonitor(settings, shown_url(settings.celery.broker)).serve()
+    listening = server.server.socket
+
+    def close_inherited_socket(**_) -> None:
+        listening.close()
+
+    signals.worker_process_init.connect(close_inherited_socket, weak=False)
+    return server
 
 
 # --- the bot's side ---------------------------------------------------------------------------------

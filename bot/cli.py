@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -51,8 +52,9 @@ START, STEPS, BOT = "Start here", "One step at a time", "Running the bot"
 class Invocation:
     """What one run of the command knows: the settings file it was given, read when first needed."""
 
-    def __init__(self, config_path: Path | None):
+    def __init__(self, config_path: Path | None, log_format: str | None = None):
         self.config_path = config_path
+        self.log_format = log_format  # --log-format, else [monitoring] log_format
         self._settings: Settings | None = None
 
     @property
@@ -60,6 +62,11 @@ class Invocation:
         if self._settings is None:
             self._settings = load_settings(self.config_path)
         return self._settings
+
+
+class LogFormat(str, Enum):
+    plain = "plain"
+    json = "json"
 
 
 def _version(value: bool) -> None:
@@ -73,13 +80,37 @@ def _root(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Settings file (default: config.toml of the project, else built-in defaults).")] = None,
     version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    log_format: Annotated[Optional[LogFormat], typer.Option("--log-format", help="Log lines of run, worker and demo: plain, or json (one object per line, with the request id, state and network). Default: log_format in the monitoring section of the config.")] = None,
 ) -> None:
-    ctx.obj = Invocation(config)
+    ctx.obj = Invocation(config, log_format.value if log_format else None)
 
 
 def settings(ctx: typer.Context) -> Settings:
     """The settings for this invocation (`--config` or the default file), loaded once."""
     return ctx.obj.settings  # subcommands share the root's object (click hands it down)
+
+
+def log_format(ctx: typer.Context) -> str:
+    """The log format, "plain" or "json": `--log-format`, else `[monitoring] log_format`."""
+    return ctx.obj.log_format or settings(ctx).monitoring.log_format
+
+
+def listening_at(ctx: typer.Context, listen: str | None) -> Settings:
+    """The settings, with `--listen` in place of `[monitoring] listen` when it is given."""
+    config = settings(ctx)
+    if listen is None:
+        return config
+    from bot.config import split_listen
+
+    if listen:
+        try:
+            split_listen(listen)
+        except ValueError as e:
+            raise UsageError(f"--listen: {e}") from None
+    return config.model_copy(update={"monitoring": config.monitoring.model_copy(update={"listen": listen})})
+
+
+Listen = Annotated[Optional[str], typer.Option("--listen", metavar="HOST:PORT", help="Serve /healthz and /metrics here (default: listen in the monitoring section of the config; \"\" for none).")]
 
 
 Handles = Annotated[list[str], typer.Argument(metavar="HANDLE", help="1 to 3 handles of one network, with or without '@': X handles, or Bluesky handles (domain names such as alice.bsky.social).", show_default=False)]
@@ -97,6 +128,7 @@ DEMO_MARKER = ".huggingtweets-demo"
 
 @app.command(rich_help_panel=START)
 def demo(
+    ctx: typer.Context,
     folder: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Where the demo keeps its inbox, outbox, state, models and local Hub (made afresh).")] = Path("demo"),
     mention: Annotated[str, typer.Option(metavar="TEXT", help="The mention to answer.")] = "@huggingtweets train @dreamy_kettle",
 ) -> None:
@@ -135,7 +167,7 @@ def demo(
     out.print(f"A mention from @sleepy_reader: {mention}")
 
     started = time.monotonic()
-    setup_logging(root / "bot.log")  # the bot's own account of each step; the summary follows
+    setup_logging(root / "bot.log", ctx.obj.log_format or "plain")  # the bot's own account of each step; the summary follows
     demo_bot = Bot(demo_settings, source=x)
     with _steps("Answering it") as step, _following_the_log(step):
         demo_bot.run(once=True)
@@ -382,16 +414,20 @@ def space_deploy(ctx: typer.Context) -> None:
 def run(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", **Flag, help="Poll once, take every request as far as it goes, then exit.")] = False,
+    listen: Listen = None,
 ) -> None:
     """Run the bot: poll mentions, train, publish and reply, until SIGTERM or Ctrl-C.
 
     Mentions come from X (or, with sources = ["local"] in the bot section of the config, from the inbox
     file). State lives in the state database (state_db); a restart resumes every request where it stood.
+    With listen in the monitoring section of the config (or --listen), /healthz and /metrics are served
+    there (docs/operating.md).
     """
     from bot.scheduler import Bot
 
-    setup_logging()
-    Bot(settings(ctx)).run(once=once)
+    config = listening_at(ctx, listen)
+    setup_logging(fmt=log_format(ctx))
+    Bot(config).run(once=once)
 
 
 @app.command(rich_help_panel=BOT)
@@ -444,17 +480,44 @@ def status(
 def worker(
     ctx: typer.Context,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The worker's name in status (default: huggingtweets@HOSTNAME; give each worker on one machine its own).")] = None,
+    listen: Listen = None,
 ) -> None:
     """Run one training worker: take jobs from the queue one at a time, train, publish, until SIGTERM.
 
     For a bot with executor = "celery" in the train section of the config; start one worker per GPU.
     The queue is broker_url in the celery section, or CELERY_BROKER_URL. The worker publishes the
     models itself, so it needs HF_TOKEN; it reads nothing from X and shares no disk with the bot.
+    With --listen (or listen in the monitoring section of the config), /healthz says whether the broker
+    answers, and /metrics counts the jobs this worker took: give each worker on one machine its own port.
     """
     from bot.celery_app import run_worker
 
-    setup_logging()
-    run_worker(settings(ctx), name)
+    config = listening_at(ctx, listen)
+    setup_logging(fmt=log_format(ctx))
+    run_worker(config, name, banner=log_format(ctx) != "json")
+
+
+@app.command(rich_help_panel=BOT)
+def health(
+    ctx: typer.Context,
+    listen: Annotated[Optional[str], typer.Option("--listen", metavar="HOST:PORT", help="Where to ask (default: listen in the monitoring section of the config).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", min=0.1, help="How long to wait for the answer.")] = 10.0,
+) -> None:
+    """Ask a running bot (or worker) whether it is healthy: exit 0 and "ok: ..." when it is, else exit 1
+    with the reason on one line (no successful poll for a while, the state database cannot be written,
+    the broker cannot be reached, nothing answers).
+
+    For scripts and container health checks. Example: huggingtweets health && echo fine
+    """
+    from bot.monitoring import ask_health
+
+    where = listen if listen is not None else settings(ctx).monitoring.listen
+    if not where:
+        raise UsageError("nothing to ask: listen in the monitoring section of the config is not set (or give --listen HOST:PORT)")
+    answer = ask_health(where, timeout)
+    if not answer.healthy:
+        raise UserError(f"unhealthy: {answer.reason}")
+    out.print(answer.reason)
 
 
 def status_record(r, spend_usd: float) -> dict:
@@ -519,9 +582,12 @@ def counts_table(dataset) -> Table:
     return table
 
 
-def setup_logging(path: Path | None = None) -> None:
-    """Log lines on stderr (or into `path`), with every secret from the environment masked."""
+def setup_logging(path: Path | None = None, fmt: str = "plain") -> None:
+    """Log lines on stderr (or into `path`), with every secret from the environment masked: plain lines,
+    or with `fmt` "json" one JSON object per line (`bot.logs.JsonFormatter`)."""
     import logging
+
+    from bot.logs import AboutFilter, JsonFormatter
 
     class ScrubbingFormatter(logging.Formatter):
         # The whole line, tracebacks included, made inert: no secret in an exception's text, and no terminal
@@ -530,8 +596,12 @@ def setup_logging(path: Path | None = None) -> None:
             return inert(super().format(record))
 
     handler = logging.FileHandler(path, encoding="utf-8") if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         ScrubbingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.addFilter(AboutFilter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # A library's warning (Celery's, say) is a record too: in JSON logs, a line of JSON like the rest.
+    logging.captureWarnings(fmt == "json")
     for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "tweepy", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The work job is skipped every few seconds while a model trains; that is by design, not news.

@@ -207,6 +207,39 @@ class SpaceSettings(Section):
     list_refresh_seconds: float = Field(300.0, ge=0)
 
 
+class MonitoringSettings(Section):
+    """The health and metrics endpoint of `huggingtweets run` and `worker` (bot/monitoring.py), and the logs."""
+
+    # HOST:PORT for /healthz and /metrics ("" : none). No authentication: a loopback or private address.
+    listen: str = Field("", max_length=300)
+    # /healthz answers 503 once a network has gone this many poll intervals without a successful poll.
+    missed_polls: int = Field(3, ge=1, le=1000)
+    # "plain" lines, or "json": one object per line (time, level, logger, message, request, state, network).
+    log_format: Literal["plain", "json"] = "plain"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if value:
+            split_listen(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when monitoring is off."""
+        return split_listen(self.listen) if self.listen else None
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """An address as (host, port): "127.0.0.1:9464" -> ("127.0.0.1", 9464), "[::1]:9464" -> ("::1", 9464);
+    ValueError for anything else."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or any(c in host for c in "/[] "):
+        raise ValueError(f"{value!r} is not HOST:PORT (like 127.0.0.1:9464, or [::1]:9464)")
+    return host, int(port)
+
+
 class Settings(Section):
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
@@ -217,6 +250,7 @@ class Settings(Section):
     celery: CelerySettings = CelerySettings()
     hf_jobs: HfJobsSettings = HfJobsSettings()
     space: SpaceSettings = SpaceSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @model_validator(mode="after")
     def _redelivery_after_the_time_limit(self):

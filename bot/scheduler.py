@@ -33,11 +33,13 @@ from bot.adapters import Account, Source, Usage
 from bot.config import Settings, XPrices
 from bot.errors import (AccountError, NotEnoughDataError, TransientError, UsageError, UserError, backoff_seconds, clip,
                         retry_policy)
-from bot.executors import Executor, LocalExecutor
+from bot.executors import Executor, JobStatus, LocalExecutor
 from bot.facts import RunFacts
 from bot.failpoints import failpoint
 from bot.files import write_atomically
+from bot.logs import about, about_each
 from bot.mentions import is_account_entry, network_of
+from bot.monitoring import BotMonitor
 from bot.policy import DAY, Refusal, check_accounts, decide
 from bot.spend import FREE, priced
 from bot.store import BUDGET_WAIT, Request, Store, StoreError
@@ -103,6 +105,7 @@ class Bot:
         self._metering = threading.Lock()
         self._budget_noted: float | None = None  # the day the poll last said it waits for the budget
         self.work_dir = Path(settings.bot.work_dir)
+        self.monitor = BotMonitor(settings, self.store, self.sources)
 
     # --- mentions in ----------------------------------------------------------------------------
 
@@ -111,7 +114,7 @@ class Bot:
         the same transaction."""
         source = self.sources[network]
         cursor = "mentions" if network in ("x", "local") else f"mentions:{network}"
-        with self.metered(None, network):
+        with about(network=network), self.metered(None, network):
             limit = self.mentions_affordable(network)
             if limit == 0:
                 return []
@@ -157,11 +160,12 @@ class Bot:
 
     def advance(self, r: Request) -> None:
         """Move one request one step further, or record why it cannot move."""
-        try:
-            with self.metered(r.id, r.source):
-                self._advance(r)
-        except Exception as e:  # noqa: BLE001 - every failure is either retried or answered
-            self.failed_attempt(r, e)
+        with about(request=r.id, state=r.state, network=r.source):
+            try:
+                with self.metered(r.id, r.source):
+                    self._advance(r)
+            except Exception as e:  # noqa: BLE001 - every failure is either retried or answered
+                self.failed_attempt(r, e)
 
     def _advance(self, r: Request) -> None:
         if r.state == "queued":
@@ -264,6 +268,7 @@ class Bot:
             self.fail(r, reason, replies.GENERIC_FAILURE)
         else:
             self.store.retry_later(r.id, reason, max(self.backoff(r.attempts), policy.retry_after or 0.0))
+            self.monitor.retried(r.state)
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after `attempts` failed tries: doubling from `retry_base_seconds`, at most an hour."""
@@ -361,41 +366,42 @@ class Bot:
     def check_jobs(self) -> bool:
         """Look at every job under way; True when one of them finished (well or not)."""
         finished = False
-        for r in self.store.jobs_under_way():
+        for r in about_each(self.store.jobs_under_way()):
             status = self.executor.check(r.job_id, self.request_dir(r))
             if status.where and status.where != r.job_host:
                 self.store.update(r.id, job_host=status.where)
                 log.info("request %d: job %s runs on %s", r.id, r.job_id, status.where)
             if status.state == "running":
                 continue
+            if status.state == "done" and self.executor.remote:
+                # A worker or a job says it published: a claim the Hub must confirm before anything is recorded.
+                try:
+                    published = self.confirmed_on_hub(r)
+                except Exception as e:  # noqa: BLE001 - the Hub away: ask again later; a refusal: the policy
+                    if retry_policy(e).transient:
+                        log.warning("request %d: cannot read the Hub now (%s); asking again later", r.id,
+                                    clip(str(e)))
+                        continue
+                    status = JobStatus("failed", e, where=status.where)
+                else:
+                    if published is None:
+                        status = JobStatus("failed", job.JobFailed(
+                            f"the job said it published {r.repo}, but the Hub shows no commit for this request",
+                            transient=True), where=status.where)
+                    else:  # recorded before the state moves: publishing replies with what the Hub showed
+                        write_atomically(self.request_dir(r) / job.PUBLISHED_FILE, published.model_dump_json() + "\n")
             if status.state == "lost":  # not known to this executor (the bot restarted): start it again
                 log.info("request %d: job %s is gone; starting it again", r.id, r.job_id)
                 self.store.update(r.id, job_id=None)
+                self.monitor.job_finished(r, status)
             elif status.state == "done":
-                if self.executor.remote:  # a worker or a job says it published: a claim the Hub must confirm
-                    try:
-                        published = self.confirmed_on_hub(r)
-                    except Exception as e:  # noqa: BLE001 - the Hub away: ask again later; a refusal: the policy
-                        if retry_policy(e).transient:
-                            log.warning("request %d: cannot read the Hub now (%s); asking again later", r.id,
-                                        clip(str(e)))
-                            continue
-                        self.failed_attempt(r, e)
-                        finished = True
-                        continue
-                    if published is None:
-                        self.failed_attempt(r, job.JobFailed(
-                            f"the job said it published {r.repo}, but the Hub shows no commit for this request",
-                            transient=True))
-                        finished = True
-                        continue
-                    # Recorded before the state moves: publishing then replies with what the Hub showed.
-                    write_atomically(self.request_dir(r) / job.PUBLISHED_FILE, published.model_dump_json() + "\n")
-                    perplexity = published.validation_perplexity
-                else:
-                    perplexity = RunFacts.load(self.request_dir(r) / job.MODEL_DIR).validation_perplexity
+                published = job.read_published(self.request_dir(r))
+                perplexity = (published.validation_perplexity if published is not None
+                              else RunFacts.load(self.request_dir(r) / job.MODEL_DIR).validation_perplexity)
                 self.store.transition(r.id, "publishing", job_id=None, note=f"validation perplexity {perplexity}")
+                self.monitor.job_finished(r, status, perplexity)
             else:
+                self.monitor.job_finished(r, status)
                 self.failed_attempt(r, status.error)
             finished = True
         return finished
@@ -449,7 +455,7 @@ class Bot:
 
     def send_reply(self, r: Request) -> bool:
         """Exactly one reply per mention, across crashes. False when it failed and waits for a retry."""
-        with self.metered(r.id, r.source):
+        with about(request=r.id, state=r.state, network=r.source), self.metered(r.id, r.source):
             return self._send_reply(r)
 
     def _send_reply(self, r: Request) -> bool:
@@ -484,6 +490,7 @@ class Bot:
             delay = max(self.backoff(r.reply_attempts), retry_policy(e).retry_after or 0.0)
             self.store.update(r.id, reply_attempts=r.reply_attempts + 1,
                               next_attempt_at=self.store.clock() + delay, reason=reason)
+            self.monitor.retried("reply")
             log.warning("request %d: reply failed, retry in %.0fs: %s", r.id, delay, reason)
             return False
 
@@ -508,6 +515,7 @@ class Bot:
                     return
             except StoreError as e:
                 log.warning("%s; trying again later", e)
+                self.monitor.store_failed(str(e))
                 return
             self.stopping.wait(0.5)
 
@@ -517,9 +525,14 @@ class Bot:
             try:
                 new = self.poll(network)
                 if new:
-                    log.info("poll: %d new mention%s on %s", len(new), "s" if len(new) != 1 else "", network)
+                    log.info("poll: %d new mention%s on %s", len(new), "s" if len(new) != 1 else "", network,
+                             extra={"network": network})
+                self.monitor.polled(network)
             except Exception as e:  # noqa: BLE001 - the next poll tries again
-                log.warning("poll failed on %s: %s", network, clip(str(e)))
+                log.warning("poll failed on %s: %s", network, clip(str(e)), extra={"network": network})
+                self.monitor.poll_failed(network, str(e))
+                if isinstance(e, StoreError):
+                    self.monitor.store_failed(str(e))
 
     def check_credentials(self) -> None:
         """Stop at start, with one clear line, on what no retry can fix: a credential that is not set."""
@@ -569,6 +582,7 @@ class Bot:
         self.check_credentials()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
+        server = self.monitor.serve()  # /healthz and /metrics, with [monitoring] listen
         try:
             self.tie_names_to_accounts()
             if once:
@@ -578,6 +592,8 @@ class Bot:
                 self._run_forever()
         finally:
             self.stop_jobs()
+            if server is not None:
+                server.close()
 
     def stop_jobs(self) -> None:
         """End the jobs that run on this machine; each starts again after a restart. Jobs on other

@@ -355,7 +355,7 @@ class Store:
         for r in created:
             log.info("request %d: received -> %s (%s%s, asked by @%s%s)", r.id, r.state, r.kind,
                      "".join(f" {h}" for h in r.handles) if r.kind == "train" else "", r.requester,
-                     f": {r.reason}" if r.reason else "")
+                     f": {r.reason}" if r.reason else "", extra={"request": r.id, "state": r.state, "network": r.source})
         for new in consents:
             log.info("consent: @%s opted %s", new.requester, new.consent)
         if created:
@@ -398,7 +398,8 @@ class Store:
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?, ?)",
                        (request_id, self.clock(), current.state, to_state, note))
             updated = self._get(db, request_id)
-        log.info("request %d: %s -> %s%s", request_id, current.state, to_state, f" ({note})" if note else "")
+        log.info("request %d: %s -> %s%s", request_id, current.state, to_state, f" ({note})" if note else "",
+                 extra={"request": request_id, "state": to_state})
         failpoint(f"entered:{to_state}")
         return updated
 
@@ -449,7 +450,8 @@ class Store:
                 self._update(db, request_id, state="done")
             updated = self._get(db, request_id)
         log.info("request %d: reply %s sent%s", request_id, reply_id,
-                 "; replying -> done" if current.state == "replying" else "")
+                 "; replying -> done" if current.state == "replying" else "",
+                 extra={"request": request_id, "state": updated.state})
         return updated
 
     def give_up_reply(self, request_id: int, reason: str) -> Request:
@@ -542,6 +544,12 @@ class Store:
                 f"SELECT COUNT(*) FROM requests WHERE state IN ({','.join('?' * len(ACTIVE_STATES))})",
                 ACTIVE_STATES).fetchone()[0]
 
+    def request_counts(self) -> list[tuple[str, str, int, int]]:
+        """(network, state, requests, replies sent) for every pair that has requests: what the metrics show."""
+        with self._reading() as db:
+            return [tuple(r) for r in db.execute(
+                "SELECT source, state, COUNT(*), SUM(reply_status = 'sent') FROM requests GROUP BY source, state")]
+
     def waiting_for_budget(self, now: float) -> int:
         """Requests (or their replies) held back until a later day by the budget."""
         with self._reading() as db:
@@ -585,6 +593,12 @@ class Store:
                               " GROUP BY request_id", ids).fetchall()
         found = {row[0]: row[1] for row in rows}
         return {i: round(found.get(i, 0.0), 6) for i in ids}
+
+    def spend_totals(self) -> dict[tuple[str, str], float]:
+        """Dollars spent so far on each (network, item), reading mentions included: what the metrics show."""
+        with self._reading() as db:
+            return {(network, item): usd for network, item, usd in db.execute(
+                "SELECT network, item, SUM(usd) FROM spend GROUP BY network, item")}
 
     def spend_since(self, since: float) -> float:
         """Dollars spent since the time `since`, everything included (reading mentions too)."""

@@ -234,6 +234,11 @@ class FakeX:
         with self.lock:
             self._faults.append(Fault(path_prefix, status, dict(headers or {}), body, times, method, after, delay))
 
+    def clear_faults(self) -> None:
+        """Answer every request normally again (the faults of `fail_next` not yet used up are dropped)."""
+        with self.lock:
+            self._faults.clear()
+
     @staticmethod
     def reset_in(seconds: int) -> dict[str, str]:
         """An `x-rate-limit-reset` header `seconds` from now (X sends whole epoch seconds)."""

@@ -86,7 +86,7 @@ def test_unknown_key(tmp_path):
 
 def test_unknown_section(tmp_path):
     assert error_for(tmp_path, "[dataset]\nmin_words = 2\n") == (
-        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky, celery, hf_jobs, space)")
+        f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky, celery, hf_jobs, space, monitoring)")
 
 
 def test_jobs_on_workers_come_back_to_the_queue_only_after_their_time_limit(tmp_path):
