@@ -88,6 +88,11 @@ def test_a_mention_becomes_a_published_model_and_a_reply_with_its_link(bot, x, f
     assert bot.states() == {mention: "done"}
     assert "request 1: training -> publishing" in result.stderr
     assert fake_hub.token not in result.stderr and x.env()["X_BEARER_TOKEN"] not in result.stderr
+    # The person is recorded by account, so an opt-out finds the model whatever the handle becomes.
+    dora = x.user("dora").id
+    assert json.loads(fake_hub.read("huggingtweets/dora", "run.json"))["accounts"]["dora"]["account_id"] == dora
+    with sqlite3.connect(bot.tmp / "bot.sqlite3") as db:
+        assert json.loads(db.execute("SELECT accounts FROM published").fetchone()[0]) == [["x", dora]]
 
 
 def test_requests_that_cannot_be_served_get_a_reply_that_says_why(bot, x):
