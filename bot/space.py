@@ -144,7 +144,7 @@ def load_app() -> ModuleType:
     try:
         import gradio  # noqa: F401 - checked first, for a clear line
     except ImportError:
-        raise UserError("the playground needs Gradio: pip install -e '.[space]'") from None
+        raise UserError(f"the playground needs Gradio, the space extra: pip install gradio=={GRADIO_VERSION}") from None
     name = "huggingtweets_playground"
     if name in sys.modules:
         return sys.modules[name]
@@ -189,4 +189,4 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860,
     except KeyboardInterrupt:
         pass
     finally:
-        page.close()
+        page.close(verbose=False)

@@ -303,7 +303,7 @@ def test_a_config_toml_in_the_current_folder_is_read_and_named(strict_and_lenien
 def test_config_says_what_is_wrong_with_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config.toml").write_text("[data]\nmin_word = 2\n", encoding="utf-8")
-    message = assert_one_line_error(huggingtweets("config", cwd=tmp_path), 2)
+    message = assert_one_line_error(huggingtweets("config", cwd=tmp_path, env={"HUGGINGTWEETS_CONFIG": ""}), 2)
     assert message.startswith("config.toml: unknown key 'data.min_word'")
 
 
