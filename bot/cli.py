@@ -25,6 +25,7 @@ from bot.config import CONFIG_FILE_NAME, CONFIG_TEMPLATE, ConfigSource, Settings
 from bot.errors import UsageError, UserError, scrub
 from bot.progress import progress
 
+
 class _Commands(typer.core.TyperGroup):
     """The command group: every subcommand also takes --config after its name, as the group does before it
     (`huggingtweets status --config FILE` and `huggingtweets --config FILE status` are the same)."""
@@ -232,10 +233,8 @@ def config_command(ctx: typer.Context) -> None:
     """
     source = ctx.obj.source
     settings(ctx)  # a mistake in the file is the one-line error, as for any command
-    if source.path is None:
-        out.print(f"Settings: built-in defaults ({source.reason}). `huggingtweets init` writes a config.toml to edit.")
-    else:
-        out.print(f"Settings: {source.path.resolve()} (from {source.reason}); it is valid.")
+    out.print(f"Settings: {source.describe()}"
+              + (". `huggingtweets init` writes a config.toml to edit." if source.path is None else "; it is valid."))
 
 
 # --- one step at a time ----------------------------------------------------------------------------

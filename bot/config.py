@@ -227,10 +227,10 @@ class ConfigSource:
     reason: str
 
     def describe(self) -> str:
-        """'config.toml (config.toml in the current folder)', or what the defaults mean."""
+        """'/srv/bot/config.toml (from config.toml in the current folder)', or what the defaults mean."""
         if self.path is None:
             return f"built-in defaults ({self.reason})"
-        return f"{self.path} ({self.reason})"
+        return f"{self.path.resolve()} (from {self.reason})"
 
 
 def find_config(path: str | os.PathLike | None = None) -> ConfigSource:
