@@ -3,7 +3,7 @@
     python benchmarks/space_latency.py             # tiny and GPT-2 124M; target: GPT-2 under 3 s on 2 CPU cores
     python benchmarks/space_latency.py --repeat 10 --json
 
-The app of `space/app.py` is served in this process on 127.0.0.1 and asked through `gradio_client`, as
+The app of `bot/playground/app.py` is served in this process on 127.0.0.1 and asked through `gradio_client`, as
 the page's Generate button asks it (HTTP, Gradio's queue, generation, the answer): 3 samples of 40 new
 tokens each. Every sample is made to run its full 40 tokens (`min_new_tokens`), so the figures are the
 longest a click takes; a real model often stops sooner, at the end of a post.

@@ -34,7 +34,7 @@ What is read, and why:
 - Replies are `app.bsky.feed.post` records created in the bot's repo (`com.atproto.repo.createRecord`)
   with `reply.parent` = the mention and `reply.root` = the root of the mention's thread (both URI and
   CID, read with `app.bsky.feed.getPosts`), and no facets: nothing in the text becomes a link or a
-  mention (see README, "Reading from Bluesky").
+  mention (see docs/networks.md, "Reading from Bluesky").
 - The bot's recent replies (to find one sent just before a failure) are its own `app.bsky.feed.post`
   records, newest first (`com.atproto.repo.listRecords` on its own repo).
 

@@ -63,6 +63,7 @@ _LINK_PATTERN_RE = re.compile(rf"(?<=\w)(?=[{_DOTS}][^\W\d_])|(?i:(?<=www))(?=[{
 AVATAR_HOSTS = {"pbs.twimg.com", "abs.twimg.com",  # X's image hosts
                 "cdn.bsky.app"}                     # Bluesky's
 PROFILE_URLS = {"x": "https://x.com/{}", "bluesky": "https://bsky.app/profile/{}"}
+MODEL_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # transformers' model_type names
 GPT2_RE = re.compile(r"^(openai-community/|distilbert/)?(distil)?gpt2(-medium|-large|-xl)?$")
 
 
@@ -128,12 +129,19 @@ def card_data(facts: dict, settings: Settings) -> ModelCardData:
         library_name="transformers",
         pipeline_tag="text-generation",
         base_model=facts.get("base_model_hub_id"),
-        tags=["huggingtweets", "text-generation", "gpt2"],
+        tags=["huggingtweets", "text-generation", *architecture_tags(facts)],
         widget=[widget],
         thumbnail=thumbnail_url(settings.hub.organization, facts["name"]),
         model_name=facts["name"],
         eval_results=eval_results,
     )
+
+
+def architecture_tags(facts: dict) -> list[str]:
+    """The base model's own architecture as a tag ("gpt2", "llama", ...: its config.json model_type), so the
+    Hub lists the model with its kind; none when the run did not record it."""
+    model_type = facts.get("base_model_type")
+    return [model_type] if isinstance(model_type, str) and MODEL_TYPE_RE.fullmatch(model_type) else []
 
 
 def _duration(seconds: float) -> str:
@@ -196,7 +204,8 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
     rows.append({"label": "Language", "values": [counts[h]["language"] or "?" for h in facts["handles"]]})
     hp = facts["hyperparameters"]
     base_kind, base_model_text = _base_model(facts)
-    train_posts = facts.get("train_posts") or sum(counts[h]["kept"] for h in facts["handles"])
+    # Posts trained on, each once; older run.json files lack the field and count the training set's texts.
+    train_posts = facts.get("distinct_train_posts") or facts.get("train_posts") or sum(counts[h]["kept"] for h in facts["handles"])
     durations = facts.get("durations_s", {})
     prompt_literal = json.dumps(facts["prompt"], ensure_ascii=False).replace("`", "\\u0060")
     content = _env.get_template(TEMPLATE).render(
@@ -208,6 +217,7 @@ def render_card(facts: dict, settings: Settings) -> ModelCard:
         train_posts_text=_count(train_posts, "post"),
         organization=Markup(settings.hub.organization),  # validated by the settings: a Hub name
         bot_handle=settings.bot.handle,
+        made_by_bot=bool(facts.get("made_by_bot")),
         model_id=Markup(facts["model_id"]) if HUB_ID_RE.fullmatch(facts["model_id"]) else "",
         playground_url=Markup(html.escape(playground_url(settings, facts["name"]), quote=True)),
         prompt=facts["prompt"],

@@ -6,6 +6,7 @@ A user mistake prints one line on stderr and exits 2 (bad usage) or 1 (failed).
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -21,12 +22,41 @@ from rich.console import Console
 from rich.table import Table
 
 import bot
-from bot.config import Settings, load_settings
+from bot.config import CONFIG_FILE_NAME, CONFIG_TEMPLATE, ConfigSource, Settings, find_config, load_settings
 from bot.errors import UsageError, UserError, inert, scrub
 from bot.progress import progress
 
+
+class _Commands(typer.core.TyperGroup):
+    """The command group: every subcommand also takes --config after its name, as the group does before it
+    (`huggingtweets status --config FILE` and `huggingtweets --config FILE status` are the same)."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _give_config_option(command, next(p for p in self.params if p.name == "config"))
+        return command
+
+
+def _give_config_option(command, root_option) -> None:
+    """Add a copy of the root's --config to `command` (and, for a group such as `space`, to its commands)."""
+    if not any(p.name == "config" for p in command.params):
+        option = copy.copy(root_option)
+        option.expose_value, option.callback = False, _config_after_the_command
+        command.params.append(option)
+    for sub in getattr(command, "commands", {}).values():
+        _give_config_option(sub, root_option)
+
+
+def _config_after_the_command(ctx, param, value):
+    if value is not None:  # given after the command: it wins over one given before
+        ctx.find_object(Invocation).config_path = value
+    return value
+
+
 app = typer.Typer(
     name="huggingtweets",
+    cls=_Commands,
     help="Fine-tune GPT-2 on people's posts and publish the models to the Hugging Face Hub.",
     no_args_is_help=True,
     add_completion=False,
@@ -50,12 +80,18 @@ START, STEPS, BOT = "Start here", "One step at a time", "Running the bot"
 
 
 class Invocation:
-    """What one run of the command knows: the settings file it was given, read when first needed."""
+    """What one run of the command knows: the settings file it was given (--config, before or after
+    the command), read when first needed."""
 
     def __init__(self, config_path: Path | None, log_format: str | None = None):
         self.config_path = config_path
         self.log_format = log_format  # --log-format, else [monitoring] log_format
         self._settings: Settings | None = None
+
+    @property
+    def source(self) -> ConfigSource:
+        """Which settings file this run reads, and why (--config, HUGGINGTWEETS_CONFIG, ./config.toml)."""
+        return find_config(self.config_path)
 
     @property
     def settings(self) -> Settings:
@@ -78,7 +114,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Settings file (default: config.toml of the project, else built-in defaults).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="Settings file (default: $HUGGINGTWEETS_CONFIG, else config.toml in the current folder, else built-in defaults). Also accepted after the command.")] = None,
     version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
     log_format: Annotated[Optional[LogFormat], typer.Option("--log-format", help="Log lines of run, worker and demo: plain, or json (one object per line, with the request id, state and network). Default: log_format in the monitoring section of the config.")] = None,
 ) -> None:
@@ -113,11 +149,20 @@ def listening_at(ctx: typer.Context, listen: str | None) -> Settings:
 Listen = Annotated[Optional[str], typer.Option("--listen", metavar="HOST:PORT", help="Serve /healthz and /metrics here (default: listen in the monitoring section of the config; \"\" for none).")]
 
 
-Handles = Annotated[list[str], typer.Argument(metavar="HANDLE", help="1 to 3 handles of one network, with or without '@': X handles, or Bluesky handles (domain names such as alice.bsky.social).", show_default=False)]
-Handle = Annotated[str, typer.Argument(metavar="HANDLE", help="An X handle, or a Bluesky handle (a domain name), with or without '@'.", show_default=False)]
+def _handles_given(value):
+    """Each handle as a person gives it ('alice', '@alice', a profile's address) as the handle it names."""
+    from bot.mentions import handle_from_input
+
+    return [handle_from_input(v) for v in value] if isinstance(value, list) else handle_from_input(value)
+
+
+Handles = Annotated[list[str], typer.Argument(metavar="HANDLE", callback=_handles_given, help="1 to 3 handles of one network: X handles (alice, @alice or x.com/alice), or Bluesky handles, domain names (alice.bsky.social or bsky.app/profile/alice.bsky.social).", show_default=False)]
+Handle = Annotated[str, typer.Argument(metavar="HANDLE", callback=_handles_given, help="An X handle (alice, @alice or x.com/alice), or a Bluesky handle, a domain name (alice.bsky.social or bsky.app/profile/alice.bsky.social).", show_default=False)]
 # An argument is named by its metavar alone in help ("HANDLE"), as options are, not "HANDLE <list[str]>".
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
-Archives = Annotated[Optional[list[Path]], typer.Option("--archive", "-a", metavar="PATH", help="An X data export (.zip, folder or tweets.js) or a .jsonl of API v2 posts; one per handle.")]
+Archives = Annotated[Optional[list[Path]], typer.Option("--archive", "-a", metavar="PATH", help="An X data export (.zip, folder or tweets.js) or a .jsonl of API v2 posts; one per handle. 'sample' is the bundled sample archive (@dreamy_kettle, a made-up account).")]
+# The bundled sample: a made-up account's synthetic posts (bot/synthetic.py), package data in any install.
+SAMPLE_ARCHIVE = Path(bot.__file__).resolve().parent / "samples" / "sample_archive.zip"
 Flag = {"metavar": ""}  # a switch: no value to describe
 
 
@@ -150,7 +195,7 @@ def demo(
     root = folder.resolve()
     (root / "archives").mkdir(parents=True)
     (root / DEMO_MARKER).touch()
-    shutil.copy(Path(bot.__file__).parent / "samples" / "sample_archive.zip", root / "archives" / "dreamy_kettle.zip")
+    shutil.copy(SAMPLE_ARCHIVE, root / "archives" / "dreamy_kettle.zip")
     config = root / "config.toml"
     demo_config = {
         "train": {"base_model": "tiny"},
@@ -165,6 +210,7 @@ def demo(
     x = LocalX.from_settings(demo_settings)
     x.add_mention(author_username="sleepy_reader", text=mention)
     out.print(f"A mention from @sleepy_reader: {mention}")
+    out.print(f"The posts: the bundled sample archive of a made-up account, {SAMPLE_ARCHIVE} (--archive sample)")
 
     started = time.monotonic()
     setup_logging(root / "bot.log", ctx.obj.log_format or "plain")  # the bot's own account of each step; the summary follows
@@ -183,8 +229,8 @@ def demo(
         from bot.facts import RunFacts
 
         facts = RunFacts.load(model_dir)
-        out.print(f"\nThe model learned from {facts.kept_posts:,} posts of @{', @'.join(facts.handles)}; "
-                  f"on {facts.validation_posts:,} held-out posts its perplexity is {facts.validation_perplexity}.")
+        out.print(f"\nThe model was trained on {facts.trained_posts:,} posts of @{', @'.join(facts.handles)}; "
+                  f"on {facts.validation_posts:,} more, held out, its perplexity is {facts.validation_perplexity}.")
         if facts.best_sample:
             out.print(f"It wrote: “{facts.best_sample}”")
         out.print(f"Model folder: {model_dir}")
@@ -193,11 +239,42 @@ def demo(
     for reply in LocalX._read(x.outbox):
         out.print(f"\nThe bot's reply (in {x.outbox}):\n  " + reply["text"].replace("\n", "\n  "))
     out.print(f"\nEvery step is logged in {folder}/bot.log. Next:\n"
-              f"  huggingtweets --config {folder}/config.toml status       the request queue\n"
-              f"  huggingtweets train HANDLE --archive YOUR-X-EXPORT.zip   a model of your own posts (README: Training)\n"
-              f"  huggingtweets run                                        the bot on X and the Hub (README: Running it)")
+              f"  huggingtweets --config {folder}/config.toml status           the request queue\n"
+              f"  huggingtweets --config {folder}/config.toml space run        the model in your browser (needs the space extra)\n"
+              f"  huggingtweets train HANDLE --archive YOUR-X-EXPORT.zip --base-model tiny   a model of your own posts\n"
+              f"  huggingtweets init                                           a config.toml to edit, here")
     if request.state != "done":
         raise typer.Exit(1)
+
+
+@app.command(rich_help_panel=START)
+def init() -> None:
+    """Write a config.toml to edit into the current folder: every setting, its default and why.
+
+    Commands run in this folder read it from then on (unless --config or HUGGINGTWEETS_CONFIG names
+    another file). An existing config.toml is never overwritten.
+    """
+    target = Path(CONFIG_FILE_NAME)
+    try:
+        with open(target, "x", encoding="utf-8") as f:  # "x": fails if it exists, even if made a moment ago
+            f.write(CONFIG_TEMPLATE.read_text(encoding="utf-8"))
+    except FileExistsError:
+        raise UserError(f"{target.resolve()} already exists; edit it, or move it away and run init again") from None
+    out.print(f"Wrote {target.resolve()}: every setting with its default and a comment. Commands run in this "
+              f"folder read it; `huggingtweets config` checks it.")
+
+
+@app.command("config", rich_help_panel=START)
+def config_command(ctx: typer.Context) -> None:
+    """Say which settings file commands read here, and check it.
+
+    The file named by --config, else by HUGGINGTWEETS_CONFIG, else config.toml in the current folder,
+    else none (the built-in defaults). Exits 2, with the problem, when the file is not valid.
+    """
+    source = ctx.obj.source
+    settings(ctx)  # a mistake in the file is the one-line error, as for any command
+    out.print(f"Settings: {source.describe()}"
+              + (". `huggingtweets init` writes a config.toml to edit." if source.path is None else "; it is valid."))
 
 
 # --- one step at a time ----------------------------------------------------------------------------
@@ -241,7 +318,7 @@ def dataset(
 
     Without --archive, the posts are downloaded from X (or from Bluesky, for Bluesky handles).
 
-    Example: huggingtweets dataset dreamy_kettle --archive bot/samples/sample_archive.zip
+    Example: huggingtweets dataset dreamy_kettle --archive sample
     """
     with _steps("Reading and cleaning posts"):
         ds = load_dataset(settings(ctx), handles, archive)
@@ -251,8 +328,10 @@ def dataset(
         print(json.dumps(ds.counts_json(), ensure_ascii=False))
     else:
         out.print(counts_table(ds))
-        out.print(f"{len(ds.train):,} training and {len(ds.validation):,} validation posts"
-                  + (f", written to {out_dir}" if out_dir else ""))
+        out.print(f"{ds.distinct_train_posts:,} posts to train on and {len(ds.validation):,} held out to measure the model"
+                  + (f" (with repeats that make each person weigh the same, {len(ds.train):,} training posts)"
+                     if len(ds.train) != ds.distinct_train_posts else "")
+                  + (f"; written to {out_dir}" if out_dir else ""))
 
 
 @app.command(rich_help_panel=STEPS)
@@ -270,7 +349,7 @@ def train(
 
     Without --archive, the posts are downloaded from X (or from Bluesky, for Bluesky handles).
 
-    Example: huggingtweets train dreamy_kettle --archive bot/samples/sample_archive.zip --base-model tiny
+    Example: huggingtweets train dreamy_kettle --archive sample --base-model tiny
     """
     from bot.job import TrainJob, train_job
     from bot.stopping import REASONS
@@ -287,6 +366,7 @@ def train(
     result = train_job(ds, TrainJob.from_settings(config, ds.name, base_model), folder, progress=True)
     perplexity = f"{result.perplexity:,.2f}" if result.perplexity is not None else "n/a (nothing held out)"
     out.print(f"Model folder: {result.folder}")
+    out.print(f"Trained on {ds.distinct_train_posts:,} posts; {len(ds.validation):,} held out")
     out.print(f"Validation perplexity: {perplexity} (loss {result.validation_loss})")
     out.print(f"Stopped after {result.epochs_run:g} passes because {REASONS[result.stop_reason]}")
     out.print(f"Took {result.timings['total']:.1f} s ({result.timings['train']:.1f} s training, "
@@ -386,7 +466,11 @@ def space_run(
     """
     from bot.space import serve
 
-    serve(settings(ctx), host=host, port=port)
+    def ready(url: str) -> None:
+        out.print(f"Serving the playground at {url} (Ctrl-C stops it); {url}?model=NAME opens one model.")
+
+    serve(settings(ctx), host=host, port=port, ready=ready)
+    out.print("Stopped.")
 
 
 @space_app.command("deploy")
@@ -474,6 +558,7 @@ def status(
     out.print(f"{store.queue_length()} waiting or in progress. Spent today (UTC): ${today:.2f}"
               + (f" of ${budget:.2f}" if budget else "") + f"; last 7 days: ${week:.2f}"
               + (f". {waiting} request{'s wait' if waiting != 1 else ' waits'} for tomorrow's budget." if waiting else ""))
+    out.print(f"Settings: {ctx.obj.source.describe()}")
 
 
 @app.command(rich_help_panel=BOT)
@@ -548,8 +633,13 @@ def load_dataset(config: Settings, handles: list[str], archives: list[Path] | No
     if not archives:
         opened = download_posts(handles, config)
     else:
-        opened = pair_archives(handles, [open_archive(p) for p in archives])
+        opened = pair_archives(handles, [open_archive(archive_path(p)) for p in archives])
     return build_dataset(opened, config.data)
+
+
+def archive_path(path: Path) -> Path:
+    """`--archive sample` is the bundled sample archive, unless a file of that name is here."""
+    return SAMPLE_ARCHIVE if str(path) == "sample" and not path.exists() else path
 
 
 def download_posts(handles: list[str], config: Settings) -> dict:

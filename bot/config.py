@@ -1,10 +1,16 @@
 """Settings: `config.toml` in one typed object.
 
-    >>> from bot.config import load_settings
-    >>> settings = load_settings()            # the config.toml next to the project, or built-in defaults
+    >>> from bot.config import find_config, load_settings
+    >>> settings = load_settings()            # ./config.toml, or $HUGGINGTWEETS_CONFIG, or built-in defaults
     >>> settings.train.learning_rate
     0.0001372
     >>> settings = load_settings("my.toml")    # another file; unknown keys and bad values raise ConfigError
+    >>> find_config()                          # which file that is, and why
+    ConfigSource(path=PosixPath('config.toml'), reason='config.toml in the current folder')
+
+Which file: `--config PATH` (the command line hands it to `load_settings`), else the file named by
+`HUGGINGTWEETS_CONFIG`, else `config.toml` in the current folder, else none (built-in defaults).
+`CONFIG_TEMPLATE` is every key with its default and a comment, as `huggingtweets init` writes it.
 
 Every key has a default, so a file only needs the keys it changes. Secrets never come from the file:
 each adapter reads its own from the environment (HF_TOKEN, X_*), and `bot.errors.scrub` masks them
@@ -16,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -23,8 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.errors import ConfigError, UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
+# Every key, its default and why, commented: package data, so any install carries it (`huggingtweets init`).
+CONFIG_TEMPLATE = Path(__file__).resolve().parent / "config.toml"
+DEFAULT_CONFIG_PATH = CONFIG_TEMPLATE  # the earlier name of the template
+CONFIG_ENV = "HUGGINGTWEETS_CONFIG"
+CONFIG_FILE_NAME = "config.toml"
 
 
 class Section(BaseModel):
@@ -205,6 +215,8 @@ class SpaceSettings(Section):
     num_samples: int = Field(3, ge=1, le=16)
     max_new_tokens: int = Field(40, ge=8, le=512)
     list_refresh_seconds: float = Field(300.0, ge=0)
+    queue_size: int = Field(8, ge=1, le=1000)
+    queue_per_visitor: int = Field(2, ge=1, le=1000)
 
 
 class MonitoringSettings(Section):
@@ -257,23 +269,51 @@ class Settings(Section):
         # A job still running when its message becomes visible again would be trained a second time.
         if self.train.executor == "celery" and self.celery.visibility_timeout_seconds <= self.bot.job_timeout_seconds:
             raise ValueError("celery.visibility_timeout_seconds must be longer than bot.job_timeout_seconds")
+        if self.space.queue_per_visitor > self.space.queue_size:
+            raise ValueError("space.queue_per_visitor must be at most space.queue_size")
         return self
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """The settings file an invocation reads (None: the built-in defaults), and why that one."""
+
+    path: Path | None
+    reason: str
+
+    def describe(self) -> str:
+        """'/srv/bot/config.toml (from config.toml in the current folder)', or what the defaults mean."""
+        if self.path is None:
+            return f"built-in defaults ({self.reason})"
+        return f"{self.path.resolve()} (from {self.reason})"
+
+
+def find_config(path: str | os.PathLike | None = None) -> ConfigSource:
+    """Which settings file to read: `path` (from --config), else $HUGGINGTWEETS_CONFIG, else
+    ./config.toml, else none. A file named by --config or the variable must exist (load_settings says so)."""
+    if path is not None:
+        return ConfigSource(Path(path), "--config")
+    if os.environ.get(CONFIG_ENV):
+        return ConfigSource(Path(os.environ[CONFIG_ENV]), CONFIG_ENV)
+    if Path(CONFIG_FILE_NAME).is_file():
+        return ConfigSource(Path(CONFIG_FILE_NAME), f"{CONFIG_FILE_NAME} in the current folder")
+    return ConfigSource(None, f"no --config, no {CONFIG_ENV} and no {CONFIG_FILE_NAME} in the current folder")
+
+
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
-    """Read a config file (default: the project's `config.toml`, or built-in defaults if it is absent).
+    """Read a config file: `path`, else the one `find_config` finds, else the built-in defaults.
 
     Relative paths inside the file are kept as written: they are relative to the working directory.
     """
-    if path is None:
-        if not DEFAULT_CONFIG_PATH.exists():
-            return Settings()
-        path = DEFAULT_CONFIG_PATH
-    path = Path(path)
+    source = find_config(path)
+    if source.path is None:
+        return Settings()
+    path = source.path
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        named = f" (named by {CONFIG_ENV})" if source.reason == CONFIG_ENV else ""
+        raise ConfigError(f"{path}: no such config file{named}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     except OSError as e:  # a folder, a file we may not read

@@ -80,6 +80,12 @@ class Dataset:
     seed: int = 42
 
     @property
+    def distinct_train_posts(self) -> int:
+        """The posts trained on, each counted once (what "trained on N posts" means everywhere): in a model
+        of several people the balancing repeats the smaller accounts' posts, so `len(train)` counts more."""
+        return len(set(self.train))
+
+    @property
     def languages(self) -> list[str]:
         """The users' languages, most common first, without repeats (for the model card)."""
         return list(dict.fromkeys(u.counts.language for u in self.users if u.counts.language))

@@ -4,8 +4,8 @@ Written by the training job into the model folder; read by the card, the Hub com
 
     >>> from bot.facts import RunFacts
     >>> facts = RunFacts.load("models/dreamy_kettle")          # validated: a clear error, never a KeyError
-    >>> facts.name, facts.validation_perplexity, facts.kept_posts
-    ('dreamy_kettle', 41.2, 378)
+    >>> facts.name, facts.validation_perplexity, facts.trained_posts, facts.validation_posts
+    ('dreamy_kettle', 41.2, 320, 36)
     >>> facts.save("models/dreamy_kettle")                     # run.json, UTF-8, indented
 
 A field that is missing, unknown or of the wrong type makes `load` raise `RunFactsError` naming the field
@@ -122,11 +122,19 @@ class RunFacts(_Strict):
     stop_reason: Literal["plateau", "max_epochs", "time_budget", "no_heldout"]  # see bot.stopping
     history: list[Measure]
     step_losses: list[float]
-    train_posts: int
-    validation_posts: int
+    train_posts: int  # texts in the training set, the balancing's repeats included
+    validation_posts: int  # held out: never trained on, the validation loss is measured on them
     train_tokens: int
     validation_tokens: int
     tokens_seen: int
+    # Added later, so absent from older files (None or False there):
+    # the posts trained on, each once ("trained on N posts" in the CLI, the card and the commit)
+    distinct_train_posts: int | None = None
+    # the base model's architecture (its config.json model_type: "gpt2", "llama", ...), for the card's tags
+    base_model_type: str | None = None
+    # True when the bot trained the model for a mention (its job carried the request's key), so the bot's
+    # "opt out" removes it and the card says so; False for a model trained by hand (`huggingtweets train`)
+    made_by_bot: bool = False
     # Where and how long (never a path, a user name or a token of the machine)
     versions: dict[str, str]
     hardware: dict[str, str | int]
@@ -136,7 +144,13 @@ class RunFacts(_Strict):
 
     @property
     def kept_posts(self) -> int:
+        """Posts kept after cleaning: those trained on and those held out."""
         return sum(u.kept for u in self.users.values())
+
+    @property
+    def trained_posts(self) -> int:
+        """The posts trained on, each once (older files: the training set's texts)."""
+        return self.distinct_train_posts if self.distinct_train_posts is not None else self.train_posts
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> RunFacts:

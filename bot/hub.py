@@ -215,9 +215,10 @@ def read_run_facts(folder: Path) -> RunFacts | None:
 
 
 def commit_message(run: RunFacts | None, name: str) -> str:
-    """'Train on 2,339 posts from @alice and @bob'; 'Publish NAME' without run facts."""
-    if run and run.kept_posts:
-        return f"Train on {run.kept_posts:,} posts from {join_words([f'@{h}' for h in run.users])}"
+    """'Train on 2,105 posts from @alice and @bob (234 held out)'; 'Publish NAME' without run facts."""
+    if run and run.trained_posts:
+        held_out = f" ({run.validation_posts:,} held out)" if run.validation_posts else ""
+        return f"Train on {run.trained_posts:,} posts from {join_words([f'@{h}' for h in run.users])}{held_out}"
     return f"Publish {name}"
 
 

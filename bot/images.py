@@ -11,13 +11,15 @@ Same input, same pixels, on any machine. Each character is set in the first font
 the Noto fonts installed with the project (`manimgx-fonts`: Noto Sans, Noto Sans Symbols, Noto Emoji
 and Noto Sans for other scripts; `manimgx-fonts-cjk`: Noto Sans CJK; all SIL Open Font License 1.1),
 then fonts found on the machine, then Pillow's built-in font. Without the packages (say, removed by
-hand) the image is still drawn, from whatever the machine has. Long text wraps (between words, or
-between any two CJK characters) and is cut with "…" rather than spilling out of its box.
+hand) the image is still drawn, from whatever the machine has, after one warning that says so.
+Why these packages: docs/fonts.md. Long text wraps (between words, or between any two CJK characters)
+and is cut with "…" rather than spilling out of its box.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -54,6 +56,9 @@ PACKAGED_FONTS = (
     ("manimgx_fonts", ("NotoSansSymbols[wght].ttf", "NotoEmoji[wght].ttf", "*")),
 )
 REGULAR_WEIGHT, BOLD_WEIGHT = 400, 700
+FONT_PACKAGES = {"manimgx_fonts": "manimgx-fonts", "manimgx_fonts_cjk": "manimgx-fonts-cjk"}  # module: pip name
+
+log = logging.getLogger("huggingtweets.images")
 
 
 @functools.cache
@@ -62,14 +67,21 @@ def packaged_font_files() -> tuple[str, ...]:
     import importlib.util
 
     paths: list[str] = []
+    missing: list[str] = []
     for module, names in PACKAGED_FONTS:
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
+            if FONT_PACKAGES.get(module, module) not in missing:
+                missing.append(FONT_PACKAGES.get(module, module))
             continue
         folder = Path(next(iter(spec.submodule_search_locations)))
         for name in names:
             found = sorted(folder.glob("*.tt[fc]")) if name == "*" else [folder / name]
             paths += [str(p) for p in found if p.is_file() and str(p) not in paths and "Italic" not in p.name]
+    if missing:  # once a process: this function's result is cached
+        log.warning("the font package%s %s %s not installed: pictures are drawn with this machine's fonts, so "
+                    "some scripts or emoji may be missing (pip install %s)", "s" * (len(missing) > 1),
+                    " and ".join(missing), "are" if len(missing) > 1 else "is", " ".join(missing))
     return tuple(paths)
 
 

@@ -239,7 +239,8 @@ def train_job(dataset: Dataset, job: TrainJob, out_dir: str | os.PathLike, progr
     """Fine-tune `job.base_model` on `dataset` and write the model folder to `out_dir` (a `TrainResult`)."""
     from bot.train import train_model
 
-    return train_model(dataset, job.settings(), Path(out_dir), base_model=job.base_model, progress=progress)
+    return train_model(dataset, job.settings(), Path(out_dir), base_model=job.base_model, progress=progress,
+                       made_by_bot=job.request_key is not None)  # only the bot's jobs carry a request's key
 
 
 def run(request_dir: str | os.PathLike, progress: bool = False):

@@ -4,6 +4,10 @@
     'alice_1'
     >>> normalize_handle("@Alice.bsky.social")           # Bluesky: a domain name
     'alice.bsky.social'
+    >>> handle_from_input("https://x.com/Alice_1")       # as copied from a browser
+    'alice_1'
+    >>> handle_from_input("bsky.app/profile/alice.bsky.social")
+    'alice.bsky.social'
     >>> model_name(["Bob", "@alice"])
     'alice-bob'
     >>> model_name(["my-name.bsky.social", "zed.bsky.social"])
@@ -29,6 +33,14 @@ BLUESKY_HANDLE_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z
 MAX_BLUESKY_HANDLE_LENGTH = 253
 NOT_HANDLE_TLDS = {"alt", "arpa", "example", "internal", "invalid", "local", "localhost", "onion"}
 MAX_HANDLES = 3
+# A profile's address as a browser shows it: on X (x.com, twitter.com, with or without www. or mobile.)
+# the handle is the path's one part; on Bluesky (bsky.app) it follows /profile/. A trailing "/", a query
+# or a fragment (as a copied address often carries) is allowed; any other path is not a profile.
+PROFILE_URL_RE = re.compile(
+    r"(?:https?://)?(?:(?:www\.|mobile\.)?(?:x|twitter)\.com/(?P<x>[^/?#\s]+)"
+    r"|(?:www\.)?bsky\.app/profile/(?P<bluesky>[^/?#\s]+))/?(?:[?#]\S*)?", re.IGNORECASE)
+HANDLE_FORMS = ("on X, 1 to 15 letters, digits or _ (alice_1, @alice_1 or x.com/alice_1); on Bluesky, a "
+                "domain name (alice.bsky.social or bsky.app/profile/alice.bsky.social)")
 MAX_NAME_LENGTH = 96  # the Hub's longest repo name
 
 
@@ -63,6 +75,27 @@ def normalize_handle(text: str, network: str | None = None) -> str:
         problem = "is not an X handle (1 to 15 letters, digits or _, optional leading @)"
     shown = text if isinstance(text, str) and len(text) <= 40 else f"{str(text)[:40]}…"
     raise HandleError(f"{shown!r} {problem}")
+
+
+def handle_from_input(text: str) -> str:
+    """A handle as a person gives it: 'alice', '@alice', or a profile's address copied from a browser
+    (https://x.com/alice, twitter.com/alice, https://bsky.app/profile/alice.bsky.social). Lowercased,
+    without '@'. Anything else raises HandleError saying what a handle looks like on each network.
+
+    For what people type (the command line); names read from files and servers go through
+    `normalize_handle`, which takes a handle's own spelling only.
+    """
+    raw = text.strip() if isinstance(text, str) else ""
+    link = PROFILE_URL_RE.fullmatch(raw)
+    network = None
+    if link:
+        network = "x" if link.group("x") is not None else "bluesky"
+        raw = link.group(network)
+    try:
+        return normalize_handle(raw, network)
+    except HandleError:
+        shown = text if isinstance(text, str) and len(text) <= 60 else f"{str(text)[:60]}…"
+        raise HandleError(f"{shown!r} is not a handle: {HANDLE_FORMS}") from None
 
 
 def normalize_handles(handles: Iterable[str], max_handles: int = MAX_HANDLES) -> list[str]:

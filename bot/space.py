@@ -1,4 +1,4 @@
-"""The playground Space: serve `space/app.py` here, or publish it to the Hub as a Gradio Space.
+"""The playground Space: serve `bot/playground/app.py` here, or publish it to the Hub as a Gradio Space.
 
     >>> from bot.config import load_settings
     >>> from bot.space import deploy_space, serve, space_url
@@ -9,7 +9,8 @@
     >>> result.changed, result.commit_url            # (False, …) when the Space already had these files
     >>> serve(settings, host="127.0.0.1", port=7860) # blocks; models from [hub] (a local folder or the Hub)
 
-The Space holds `app.py`, the one module of this package it imports (`bot/text.py`), `requirements.txt`,
+The app and its Space's requirements are package data (`bot/playground/`), so any install serves and deploys
+it. The Space holds `app.py`, the one module of this package it imports (`bot/text.py`), `requirements.txt`,
 `space_settings.json` (the organisation and the `[space]` settings) and a README.md with the Space's
 metadata (Gradio, pinned to GRADIO_VERSION). A deploy uploads them all in one commit and deletes whatever
 else the Space holds; huggingface_hub leaves out files that did not change, so a deploy with nothing
@@ -22,25 +23,28 @@ import importlib.util
 import json
 import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from bot.adapters import Progress
 from bot.card import HUB_URL, playground_url
-from bot.config import PROJECT_ROOT
 from bot.errors import UserError
 from bot.hub import KEPT_ON_HUB, HubRepos, check_repo_id
 
 if TYPE_CHECKING:
     from bot.config import Settings
 
-SPACE_DIR = PROJECT_ROOT / "space"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PLAYGROUND_DIR = PACKAGE_DIR / "playground"
 # The Gradio the Space runs (its README's sdk_version) and the `space` extra installs: one version, tested.
 GRADIO_VERSION = "6.31.0"
-# Files of the project the Space carries, as they are here.
-CARRIED = {"app.py": "space/app.py", "requirements.txt": "space/requirements.txt",
-           "bot/__init__.py": "bot/__init__.py", "bot/text.py": "bot/text.py"}
+# Files of the package the Space carries, as they are here: its path in the Space, its path in the package.
+CARRIED = {"app.py": "playground/app.py", "requirements.txt": "playground/requirements.txt",
+           "bot/__init__.py": "__init__.py", "bot/text.py": "text.py"}
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,16 @@ def space_files(settings: Settings) -> dict[str, bytes]:
     """Every file of the Space, by its path in the repo."""
     files = {}
     for target, source in CARRIED.items():
-        path = PROJECT_ROOT / source
+        path = PACKAGE_DIR / source
         if not path.is_file():
-            raise UserError(f"{path}: missing; deploy the Space from a checkout of the project")
+            raise UserError(f"{path}: missing from this install of huggingtweets; install it again")
         files[target] = path.read_bytes()
     space = settings.space
     files["space_settings.json"] = (json.dumps({
         "organization": settings.hub.organization, "cache_size": space.cache_size,
         "num_samples": space.num_samples, "max_new_tokens": space.max_new_tokens,
-        "list_refresh_seconds": space.list_refresh_seconds,
+        "list_refresh_seconds": space.list_refresh_seconds, "queue_size": space.queue_size,
+        "queue_per_visitor": space.queue_per_visitor,
     }, indent=2) + "\n").encode()
     files["README.md"] = space_readme(settings).encode()
     return files
@@ -97,7 +102,7 @@ Generate text from the models of [{org}]({HUB_URL}/{org}): GPT-2 fine-tuned on t
 people. Add `?model=NAME` to this page's address to open it with one model chosen. What the models write is
 generated text, not something the people said.
 
-Published by `huggingtweets space deploy`; the app is `space/app.py` of the huggingtweets project.
+Published by `huggingtweets space deploy`; the app is `bot/playground/app.py` of the huggingtweets project.
 """
 
 
@@ -131,14 +136,15 @@ def deploy_space(settings: Settings, progress: Progress | None = None) -> Deploy
 
 
 def load_app() -> ModuleType:
-    """`space/app.py` as a module (it is not part of the installed package: a Space runs it as a script)."""
-    path = SPACE_DIR / "app.py"
+    """`bot/playground/app.py` as a module (package data rather than a module of the package: a Space runs
+    it as a script, `app.py`, beside a copy of `bot/text.py`)."""
+    path = PLAYGROUND_DIR / "app.py"
     if not path.is_file():
-        raise UserError(f"{path}: missing; run the playground from a checkout of the project")
+        raise UserError(f"{path}: missing from this install of huggingtweets; install it again")
     try:
         import gradio  # noqa: F401 - checked first, for a clear line
     except ImportError:
-        raise UserError("the playground needs Gradio: pip install -e '.[space]'") from None
+        raise UserError(f"the playground needs Gradio, the space extra: pip install gradio=={GRADIO_VERSION}") from None
     name = "huggingtweets_playground"
     if name in sys.modules:
         return sys.modules[name]
@@ -155,14 +161,32 @@ def make_playground(settings: Settings):
     source = app.LocalModels(settings.hub) if settings.hub.backend == "local" else app.HubModels(settings.hub.organization)
     space = settings.space
     return app, app.Playground(source, cache_size=space.cache_size, num_samples=space.num_samples,
-                               max_new_tokens=space.max_new_tokens, refresh_seconds=space.list_refresh_seconds)
+                               max_new_tokens=space.max_new_tokens, refresh_seconds=space.list_refresh_seconds,
+                               queue_size=space.queue_size, queue_per_visitor=space.queue_per_visitor)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve the playground until interrupted."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve the playground until Ctrl-C (or SIGTERM); `ready` is told its URL once it answers."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local run
+    from transformers.utils import logging as transformers_logging
+
+    # The terminal is the operator's: no progress bar and no advice for a library's caller at each model load.
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
     app, playground = make_playground(settings)
+    page = app.build_app(playground)
     try:
-        app.build_app(playground).launch(server_name=host, server_port=port, show_error=True)
+        # quiet: Gradio's own lines (a share=True hint among them) speak to someone calling launch() in
+        # Python, not to someone who typed `huggingtweets space run`; `ready` says what matters here.
+        page.launch(server_name=host, server_port=port, show_error=True, quiet=True, prevent_thread_lock=True)
     except OSError as e:
         raise UserError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    if ready:
+        ready(page.local_url)
+    try:
+        threading.Event().wait()  # until Ctrl-C
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.close(verbose=False)

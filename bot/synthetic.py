@@ -136,7 +136,8 @@ def export_files(tweets: list[dict], username: str, display_name: str, avatar_ur
         "createdAt": "2012-01-01T00:00:00.000Z", "accountDisplayName": display_name}}])
     files["data/profile.js"] = js("profile", 0, [{"profile": {
         "description": {"bio": "", "website": "", "location": ""},
-        "avatarMediaUrl": avatar_url or f"https://pbs.twimg.com/profile_images/1/{username}.jpg"}}])
+        # No made-up picture address: a model card would show it as a broken image. "" is no picture.
+        "avatarMediaUrl": avatar_url or ""}}])
     return files
 
 

@@ -410,10 +410,11 @@ def peak_memory(device) -> int:
 
 
 def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | None = None,
-                progress: bool = False) -> TrainResult:
+                progress: bool = False, made_by_bot: bool = False) -> TrainResult:
     """Fine-tune a base model on `dataset` and write the model folder to `out_dir`.
 
     `base_model` is a Hub id, a local folder or "tiny" (default: `settings.train.base_model`).
+    `made_by_bot`: the bot trains it for a mention, so the card tells people to opt out by mention.
     With `progress`, a progress bar is shown on stderr. Raises UserError for a base model that cannot
     be loaded and UsageError for an `out_dir` that holds something else.
     """
@@ -509,6 +510,9 @@ def train_model(dataset, settings: Settings, out_dir: Path, base_model: str | No
             "step_losses": fitted.step_losses,
             "train_posts": len(dataset.train),
             "validation_posts": len(dataset.validation),
+            "distinct_train_posts": dataset.distinct_train_posts,
+            "base_model_type": getattr(model.config, "model_type", None) or None,
+            "made_by_bot": made_by_bot,
             "train_tokens": count_targets(train[1]),
             "validation_tokens": count_targets(validation[1]) if len(validation[0]) else 0,
             "tokens_seen": fitted.tokens_seen,

@@ -15,6 +15,12 @@ if "HUGGINGTWEETS_TEST_CACHE" not in os.environ:
 
     os.environ["HUGGINGTWEETS_TEST_CACHE"] = tempfile.mkdtemp(prefix="huggingtweets-test-cache-")
 os.environ["HUGGINGTWEETS_CACHE"] = os.environ["HUGGINGTWEETS_TEST_CACHE"]
+# A config.toml of the developer's own (in the checkout, where `huggingtweets init` may have put one, or
+# named by HUGGINGTWEETS_CONFIG) must not change what the tests see: a command given no --config reads
+# this empty file, the built-in defaults. Tests of how the file is found unset the variable themselves.
+_DEFAULTS = os.path.join(os.environ["HUGGINGTWEETS_TEST_CACHE"], "defaults.toml")
+open(_DEFAULTS, "a").close()
+os.environ["HUGGINGTWEETS_CONFIG"] = _DEFAULTS
 
 import pytest
 from fake_hub import FakeHub

@@ -5,7 +5,7 @@
     ...     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token, "HF_HUB_DISABLE_XET": "1"}
     ...     subprocess.run([sys.executable, "-m", "bot", "publish", "out/alice"], env=env)
     ...     repo = hub.repos["huggingtweets/alice"]
-    ...     [c.title for c in repo.commits]            # ['initial commit', 'Train on 2,339 posts from @alice']
+    ...     [c.title for c in repo.commits]            # ['initial commit', 'Train on 2,105 posts from @alice (234 held out)']
     ...     sorted(repo.files), hub.read("huggingtweets/alice", "config.json")
     ...     hub.fail_next("/api/models/huggingtweets/alice/commit/", 500)   # the next matching request fails
 

@@ -59,7 +59,8 @@ def tweets() -> list[dict]:
 
 
 def test_zip_as_downloaded(tmp_path, tweets):
-    path = write_export(tmp_path / "twitter-2026-11-01.zip", tweets, username="Alice", display_name="Alice ☕")
+    path = write_export(tmp_path / "twitter-2026-11-01.zip", tweets, username="Alice", display_name="Alice ☕",
+                        avatar_url="https://pbs.twimg.com/profile_images/1/Alice.jpg")
     archive = open_archive(path)
     assert archive.kind == "export"
     assert archive.account == Account(username="Alice", display_name="Alice ☕", user_id="1000",

@@ -509,7 +509,7 @@ def test_no_password_or_token_in_logs_or_errors(fake, settings, caplog):
 
 
 def test_the_bluesky_section_of_config_toml():
-    assert load_settings(ROOT / "config.toml").bluesky == BlueskySettings()
+    assert load_settings(ROOT / "bot" / "config.toml").bluesky == BlueskySettings()
     with pytest.raises(ConfigError, match=r"unknown key 'bluesky.max_tweets_per_user' \(allowed here: [a-z_, ]*max_posts_per_user"):
         parse_settings({"bluesky": {"max_tweets_per_user": 10}})
     with pytest.raises(ConfigError, match="'bluesky.request_timeout_seconds' = 0"):

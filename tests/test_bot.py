@@ -225,12 +225,22 @@ def test_the_demo_answers_its_sample_mention_offline(tmp_path):
     assert f"A mention from @sleepy_reader: {mention}" in result.stdout
     assert "received -> queued -> downloading -> training -> publishing -> replying -> done" in result.stdout
     assert "It wrote: “My dream is" in result.stdout and "huggingtweets --config" in result.stdout
+    assert "sample_archive.zip (--archive sample)" in result.stdout
     assert result.stderr == ""  # the bot's log goes to demo/bot.log; nothing is drawn into a pipe
     assert "request 1: training -> publishing" in (tmp_path / "demo" / "bot.log").read_text()
     [reply] = [json.loads(line) for line in (tmp_path / "demo" / "outbox.jsonl").read_text().splitlines()]
     assert "huggingtweets/dreamy_kettle" in reply["text"]
     published = tmp_path / "demo" / "hub" / "huggingtweets" / "dreamy_kettle"
     assert (published / "model.safetensors").exists() and (published / "README.md").exists()
+    # One set of numbers: what the demo says, the card says and run.json records.
+    facts = json.loads((published / "run.json").read_text(encoding="utf-8"))
+    trained, held_out = facts["distinct_train_posts"], facts["validation_posts"]
+    assert trained + held_out == facts["users"]["dreamy_kettle"]["kept"] and facts["made_by_bot"] is True
+    assert f"trained on {trained:,} posts of @dreamy_kettle; on {held_out:,} more, held out" in result.stdout
+    card = (published / "README.md").read_text(encoding="utf-8").replace("\n", " ")
+    assert f"fine-tuned on {trained:,} of their public posts ({held_out:,} more were held out" in card
+    assert f"On {held_out:,} held-out posts" in card and 'post "@huggingtweets opt out" on X' in card
+    assert "<img" not in card  # the sample's made-up account has no picture to show
 
 
 def test_a_passing_hub_failure_is_retried_and_a_lasting_one_gets_a_reply(bot, x, fake_hub):

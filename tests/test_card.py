@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ def make_facts(**changes) -> dict:
         "hyperparameters": {"learning_rate": 1.372e-4, "batch_size": 8, "block_size": 256, "precision": "fp32"},
         "seed": 42, "epochs_run": 2.5, "steps": 30, "steps_per_epoch": 12, "best_step": 24,
         "stop_reason": "plateau", "tokens_seen": 123456, "train_posts": 320, "validation_posts": 36,
+        "base_model_type": "gpt2", "made_by_bot": True,
         "validation_tokens": 1026, "hardware": {"device": "cpu", "name": "Test CPU", "threads": 2},
         "durations_s": {"train": 2.5, "total": 5.0},
         "history": [{"step": 12, "epoch": 1.0, "validation_loss": 3.5}, {"step": 24, "epoch": 2.0, "validation_loss": 3.2},
@@ -192,7 +195,7 @@ def test_long_text_wraps_inside_its_box_and_is_cut_with_an_ellipsis():
     assert short == [[("My dream is", True), (" the sea", False)]]
 
 
-def test_images_draw_with_whatever_fonts_the_machine_has(monkeypatch):
+def test_images_draw_with_whatever_fonts_the_machine_has_after_one_warning(monkeypatch, caplog):
     import bot.images as images
 
     def clear():
@@ -201,11 +204,17 @@ def test_images_draw_with_whatever_fonts_the_machine_has(monkeypatch):
 
     clear()
     monkeypatch.setattr(images, "FONT_DIRS", ("/nonexistent-fonts",))
-    monkeypatch.setattr(images, "PACKAGED_FONTS", ())  # as if the font packages were removed
+    for module in images.FONT_PACKAGES:  # None in sys.modules: the import system finds no such package
+        monkeypatch.setitem(sys.modules, module, None)
     try:
-        img = predictions_image(["ねこ ☕"], ["neko"], "My dream is", ["My dream is 雨 🌊 and more"])
-        assert img.size == (1200, 628)
-        assert len(img.getcolors(maxcolors=1 << 20)) > 10  # something was drawn, with Pillow's own font
+        with caplog.at_level(logging.WARNING, logger="huggingtweets.images"):
+            for _ in range(2):
+                img = predictions_image(["ねこ ☕"], ["neko"], "My dream is", ["My dream is 雨 🌊 and more"])
+                assert img.size == (1200, 628)
+                assert len(img.getcolors(maxcolors=1 << 20)) > 10  # something was drawn, with Pillow's own font
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warning.startswith("the font packages manimgx-fonts and manimgx-fonts-cjk are not installed")
+        assert warning.endswith("(pip install manimgx-fonts manimgx-fonts-cjk)")
     finally:
         clear()
 
@@ -239,6 +248,47 @@ def test_bold_text_is_heavier_than_regular():
     for ch in ("M", "夢"):
         regular, bold = (_glyph(_font_for(font_chain(30, b), ch), ch) for b in (False, True))
         assert sum(bold[8:]) > 1.15 * sum(regular[8:]), ch  # more ink: the variable fonts' weight is set
+
+
+def test_a_model_trained_by_hand_names_its_organisation_for_removal_not_the_bot():
+    text = render_card(make_facts(made_by_bot=False), Settings(hub=HubSettings(organization="my-org"))).text
+    removal = text.split("## Removal")[1]
+    assert "contact [my-org](https://huggingface.co/my-org), who published it" in removal
+    assert "opt out" not in text and "@huggingtweets" not in text  # no bot answers for this organisation
+    bot_made = render_card(make_facts(made_by_bot=True), Settings()).text.split("## Removal")[1]
+    assert 'post "@huggingtweets opt out" on X' in bot_made
+
+
+def test_a_run_json_without_the_flag_is_a_model_made_by_hand():
+    facts = make_facts()
+    del facts["made_by_bot"]
+    assert "opt out" not in render_card(facts, Settings()).text
+
+
+@pytest.mark.parametrize("model_type, tags", [("gpt2", ["huggingtweets", "text-generation", "gpt2"]),
+                                              ("llama", ["huggingtweets", "text-generation", "llama"]),
+                                              (None, ["huggingtweets", "text-generation"]),
+                                              ("not a tag\n- injected", ["huggingtweets", "text-generation"])])
+def test_tags_name_the_base_models_own_architecture(model_type, tags):
+    assert render_card(make_facts(base_model_type=model_type), Settings()).data.tags == tags
+
+
+def test_the_card_counts_the_posts_trained_on_and_those_held_out_apart():
+    # Two people: the balancing repeats the smaller one's posts, so the training set holds more texts.
+    text = render_card(make_facts(train_posts=600, distinct_train_posts=400, validation_posts=44), Settings()).text
+    flat = text.replace("\n", " ")
+    assert "fine-tuned on 400 of their public posts (44 more were held out to measure it)" in flat
+    assert "learned from 400 posts of one person" in flat and "On 44 held-out posts" in flat
+    assert "600" not in flat
+
+
+def test_the_sample_account_has_no_made_up_picture(sample_archive):
+    from bot.archive import open_archive
+
+    assert open_archive(sample_archive).account.avatar_url is None  # a card would show it as a broken image
+    facts = make_facts()
+    facts["accounts"]["dreamy_kettle"]["avatar_url"] = None
+    assert "<img" not in render_card(facts, Settings()).text
 
 
 def test_card_links_to_the_playground_with_the_model_chosen():

@@ -22,6 +22,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.mentions import HANDLE_FORMS
 from bot.synthetic import export_files, synthetic_tweets, write_export, write_jsonl
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -91,8 +92,9 @@ def test_each_command_has_help(command):
 def test_commands_are_listed_in_the_order_of_the_pipeline_and_help_is_plain_text():
     result = huggingtweets("--help")
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
-    assert listed[:6] == ["demo", "download", "dataset", "train", "publish", "delete"]
-    assert listed[6:8] == ["run", "status"]
+    assert listed[:3] == ["demo", "init", "config"]
+    assert listed[3:8] == ["download", "dataset", "train", "publish", "delete"]
+    assert listed[8:10] == ["run", "status"]
     for command in listed:
         text = huggingtweets(command, "--help").stdout
         options = text.split("Options:")[1]
@@ -130,7 +132,7 @@ def test_dataset_prints_the_counts_table(sample_archive):
         "Downloaded": ["420"], "Retweets": ["27"], "Short": ["25"], "Duplicates": ["12"], "Kept": ["356"],
         "Language": ["en"],
     }
-    assert "320 training and 36 validation posts" in result.stdout
+    assert "320 posts to train on and 36 held out to measure the model" in result.stdout
 
 
 def test_dataset_table_has_a_column_per_user(alice_and_bob):
@@ -201,7 +203,7 @@ def test_settings_follow_the_config_option(tmp_path, sample_archive):
     assert "1000 needed" in str(invoke("--config", strict, "dataset", "dreamy_kettle", "--archive", sample_archive).exception)
     result = invoke("--config", lenient, "dataset", "dreamy_kettle", "--archive", sample_archive)
     assert result.exit_code == 0, result.output
-    assert "267 training and 89 validation posts" in result.stdout
+    assert "267 posts to train on and 89 held out to measure the model" in result.stdout
 
 
 def test_keep_newlines_from_the_config(tmp_path):
@@ -232,17 +234,90 @@ def test_unknown_command():
     assert "No such command 'bogus'" in assert_one_line_error(huggingtweets("bogus"), 2)
 
 
-X_RULE = "is not an X handle (1 to 15 letters, digits or _, optional leading @)"
-BLUESKY_RULE = "is not a Bluesky handle (a domain name such as alice.bsky.social)"
 
 
-@pytest.mark.parametrize("handle, rule", [("a" * 16, X_RULE), ("ａlice", X_RULE), ("al ice", X_RULE),
-                                          ("../etc", BLUESKY_RULE), ("https://x.com/alice", BLUESKY_RULE),
-                                          ("alice.invalid", BLUESKY_RULE), ("a-.bsky.social", BLUESKY_RULE)])
-def test_bad_handle(handle, rule, sample_archive):
-    """A handle with a dot is read as a Bluesky handle, anything else as an X handle; each says its rule."""
-    message = assert_one_line_error(huggingtweets("dataset", handle, "--archive", sample_archive), 2)
-    assert message == f"{handle!r} {rule}"
+@pytest.mark.parametrize("handle", ["a" * 16, "ａlice", "al ice", "../etc", "alice.invalid", "a-.bsky.social",
+                                    "https://example.com/alice", "https://x.com/alice/status/1"])
+def test_bad_handle(handle, sample_archive):
+    """Whatever it looks like, a wrong handle gets one line saying what a handle is on each network."""
+    result = invoke("dataset", handle, "--archive", sample_archive)
+    assert result.exception.exit_code == 2  # bad usage
+    assert str(result.exception) == f"{handle!r} is not a handle: {HANDLE_FORMS}"
+
+
+def test_the_command_line_error_for_a_bad_handle_is_one_line():
+    message = assert_one_line_error(huggingtweets("dataset", "al ice", "--archive", "sample"), 2)
+    assert message == f"'al ice' is not a handle: {HANDLE_FORMS}"
+
+
+@pytest.mark.parametrize("given", ["dreamy_kettle", "@Dreamy_Kettle", "https://x.com/dreamy_kettle", "x.com/dreamy_kettle/",
+                                   "https://twitter.com/Dreamy_Kettle?lang=en", "www.x.com/dreamy_kettle"])
+def test_handles_as_people_copy_them_from_a_browser(given):
+    result = invoke("dataset", given, "--archive", "sample", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["name"] == "dreamy_kettle"
+
+
+def test_a_bluesky_profile_address_names_its_handle():
+    from bot.mentions import handle_from_input
+
+    assert handle_from_input("https://bsky.app/profile/Alice.bsky.social") == "alice.bsky.social"
+    assert handle_from_input("bsky.app/profile/carol.example.com/") == "carol.example.com"
+
+
+# --- which settings: --config before or after the command, then the variable, then ./config.toml --------
+
+
+@pytest.fixture
+def strict_and_lenient(tmp_path) -> tuple[Path, Path]:
+    strict, lenient = tmp_path / "strict.toml", tmp_path / "lenient.toml"
+    strict.write_text("[data]\nmin_kept_posts = 1000\n", encoding="utf-8")
+    lenient.write_text("[data]\nmin_kept_posts = 10\n", encoding="utf-8")
+    return strict, lenient
+
+
+def test_config_is_taken_after_the_command_too(strict_and_lenient):
+    strict, lenient = strict_and_lenient
+    assert "1000 needed" in str(invoke("dataset", "dreamy_kettle", "--archive", "sample", "--config", strict).exception)
+    after_wins = invoke("--config", strict, "dataset", "dreamy_kettle", "--archive", "sample", "--config", lenient)
+    assert after_wins.exit_code == 0, after_wins.output
+    missing = strict.parent / "missing.toml"
+    for args in (("space", "--config", missing, "deploy"), ("space", "deploy", "--config", missing)):
+        assert "missing.toml: no such config file" in str(invoke(*args).exception)  # a group takes it as well
+
+
+def test_a_config_toml_in_the_current_folder_is_read_and_named(strict_and_lenient, tmp_path, monkeypatch):
+    strict, lenient = strict_and_lenient
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HUGGINGTWEETS_CONFIG", raising=False)
+    assert "built-in defaults" in invoke("config").stdout
+    (tmp_path / "config.toml").write_text(strict.read_text(), encoding="utf-8")
+    assert "1000 needed" in str(invoke("dataset", "dreamy_kettle", "--archive", "sample").exception)
+    said = invoke("config")
+    assert said.exit_code == 0 and said.stdout.startswith(f"Settings: {tmp_path / 'config.toml'} (from config.toml in the current folder)")
+    monkeypatch.setenv("HUGGINGTWEETS_CONFIG", str(lenient))
+    assert invoke("dataset", "dreamy_kettle", "--archive", "sample").exit_code == 0
+    assert f"Settings: {lenient} (from HUGGINGTWEETS_CONFIG)" in invoke("config").stdout
+
+
+def test_config_says_what_is_wrong_with_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text("[data]\nmin_word = 2\n", encoding="utf-8")
+    message = assert_one_line_error(huggingtweets("config", cwd=tmp_path, env={"HUGGINGTWEETS_CONFIG": ""}), 2)
+    assert message.startswith("config.toml: unknown key 'data.min_word'")
+
+
+def test_init_writes_the_commented_template_here_and_never_overwrites(tmp_path, monkeypatch):
+    from bot.config import CONFIG_TEMPLATE
+
+    monkeypatch.chdir(tmp_path)
+    result = invoke("init")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "config.toml").read_text(encoding="utf-8") == CONFIG_TEMPLATE.read_text(encoding="utf-8")
+    (tmp_path / "config.toml").write_text("[data]\nmin_words = 4\n", encoding="utf-8")
+    again = invoke("init")
+    assert again.exit_code == 1 and "already exists" in str(again.exception)
+    assert (tmp_path / "config.toml").read_text(encoding="utf-8") == "[data]\nmin_words = 4\n"
 
 
 def test_too_many_handles(sample_archive):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import DEFAULT_CONFIG_PATH, Settings, load_settings
+from bot.config import CONFIG_TEMPLATE, ConfigSource, Settings, find_config, load_settings
 from bot.errors import ConfigError
 
 
@@ -29,9 +29,27 @@ def error_for(tmp_path: Path, text: str) -> str:
 # --- reading --------------------------------------------------------------------------------------
 
 
-def test_the_projects_config_toml_holds_the_defaults():
-    assert load_settings() == Settings()
-    assert load_settings(DEFAULT_CONFIG_PATH) == Settings()
+def test_the_template_holds_the_defaults():
+    assert load_settings(CONFIG_TEMPLATE) == Settings()
+
+
+def test_which_file_is_read_option_then_variable_then_the_current_folder_then_defaults(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("HUGGINGTWEETS_CONFIG", raising=False)
+    assert find_config().path is None and load_settings() == Settings()  # no file anywhere: the defaults
+    here = write_config(elsewhere, "[data]\nmin_words = 4\n")
+    assert find_config() == ConfigSource(Path("config.toml"), "config.toml in the current folder")
+    assert load_settings().data.min_words == 4
+    named = tmp_path / "named.toml"
+    named.write_text("[data]\nmin_words = 5\n", encoding="utf-8")
+    monkeypatch.setenv("HUGGINGTWEETS_CONFIG", str(named))
+    assert load_settings().data.min_words == 5  # the variable wins over the folder's file
+    assert load_settings(here).data.min_words == 4  # and --config over both
+    monkeypatch.setenv("HUGGINGTWEETS_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match=r"gone\.toml: no such config file \(named by HUGGINGTWEETS_CONFIG\)$"):
+        load_settings()
 
 
 def test_a_file_only_needs_the_keys_it_changes(tmp_path):
@@ -57,7 +75,7 @@ def test_settings_cannot_be_changed_by_accident():
 
 def test_every_key_in_config_toml_is_documented():
     """Each key has a comment line right above it, and every setting appears in the file."""
-    lines = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8").splitlines()
+    lines = CONFIG_TEMPLATE.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines):
         if re.match(r"^[a-z_]+\s*=", line):
             assert lines[number - 1].startswith("#"), f"config.toml line {number + 1}: '{line}' has no comment"
@@ -87,6 +105,11 @@ def test_unknown_key(tmp_path):
 def test_unknown_section(tmp_path):
     assert error_for(tmp_path, "[dataset]\nmin_words = 2\n") == (
         f"{tmp_path / 'config.toml'}: unknown key 'dataset' (allowed here: data, train, hub, x, bot, bluesky, celery, hf_jobs, space, monitoring)")
+
+
+def test_one_visitor_may_not_hold_more_than_the_whole_playground(tmp_path):
+    message = error_for(tmp_path, "[space]\nqueue_size = 2\nqueue_per_visitor = 3\n")
+    assert message.endswith("space.queue_per_visitor must be at most space.queue_size")
 
 
 def test_jobs_on_workers_come_back_to_the_queue_only_after_their_time_limit(tmp_path):

@@ -145,7 +145,7 @@ def test_publish_then_list_files_and_read_the_card(model_folder, settings, write
 
     commit = writer.repos["huggingtweets/alice"].head
     assert commit.oid == result.commit_id
-    assert commit.title == "Train on 2,339 posts from @alice"
+    assert commit.title == "Train on 2,105 posts from @alice (234 held out)"
     assert "@alice: 3,249 downloaded, 410 retweets, 480 short, 20 duplicates, 2,339 kept (language: en)" in commit.description
     assert "perplexity 24.999" in commit.description
     # The weights went through LFS, byte for byte.
@@ -209,7 +209,7 @@ def test_a_500_on_the_first_commit_is_retried_and_one_commit_lands(model_folder,
 
     assert [status for _, _, status in writer.commit_requests("huggingtweets/alice")] == [500, 200]
     titles = [c.title for c in writer.repos["huggingtweets/alice"].commits]
-    assert titles == ["initial commit", "Train on 2,339 posts from @alice"]
+    assert titles == ["initial commit", "Train on 2,105 posts from @alice (234 held out)"]
     assert writer.repos["huggingtweets/alice"].head.oid == result.commit_id
 
 
@@ -272,8 +272,10 @@ def test_a_folder_without_run_facts_still_publishes(model_folder, settings, writ
 def test_commit_message_names_every_user():
     counts = {"downloaded": 0, "retweets": 0, "short": 0, "duplicates": 0}
     users = {h: {**counts, "kept": n} for h, n in (("alice", 1000), ("bob", 200), ("carol", 34))}
-    facts = RunFacts.parse(example_facts(users=users, handles=list(users)))
-    assert commit_message(facts, "x") == "Train on 1,234 posts from @alice, @bob and @carol"
+    facts = RunFacts.parse(example_facts(users=users, handles=list(users), train_posts=2_700, distinct_train_posts=1_100,
+                                         validation_posts=134))
+    # The posts trained on, each once (not the balancing's repeats, nor the held-out ones), then those held out.
+    assert commit_message(facts, "x") == "Train on 1,100 posts from @alice, @bob and @carol (134 held out)"
     assert commit_message(None, "x") == "Publish x"
 
 
@@ -395,7 +397,7 @@ def test_local_publish_twice_keeps_a_history(model_folder, local_settings, tmp_p
     repo = tmp_path / "hub" / "huggingtweets" / "alice"
     history = local_history("huggingtweets/alice", local_settings)
     assert [h["commit"] for h in history] == [first.commit_id, second.commit_id]
-    assert [h["message"] for h in history] == ["Train on 2,339 posts from @alice", "Second"]
+    assert [h["message"] for h in history] == ["Train on 2,105 posts from @alice (234 held out)", "Second"]
     assert history[1]["deleted"] == ["loss.png"] and history[1]["parent"] == first.commit_id
     assert "loss.png" in history[0]["files"] and "loss.png" not in history[1]["files"]
     assert not (repo / "loss.png").exists()
@@ -427,7 +429,7 @@ def test_local_crash_between_writing_and_swapping_keeps_the_old_version(model_fo
 
     after = publish_folder(model_folder, local_settings, message="After the crash")
     assert [h["message"] for h in local_history("huggingtweets/alice", local_settings)] == [
-        "Train on 2,339 posts from @alice", "After the crash"]
+        "Train on 2,105 posts from @alice (234 held out)", "After the crash"]
     assert sorted(p.name for p in versions.iterdir()) == sorted([first.commit_id, after.commit_id])
 
 

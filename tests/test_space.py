@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -117,8 +118,52 @@ def test_samples_start_from_the_models_prompt_and_ping_no_one(local_hub):
     hostile = playground.generate("tea_ghost", HOSTILE_PROMPT)
     assert all(s.startswith("<b>bold</b> **x** @\u2060alice") for s in hostile.samples)
     assert "@\u2060tea_ghost" in hostile.notice and "not written by" in hostile.notice
-    with pytest.raises(app.PlaygroundError, match="at most 300 characters"):
-        playground.generate("tea_ghost", "x" * 301)
+
+
+@needs_gradio
+def test_a_prompt_may_take_the_models_positions_less_what_it_writes(local_hub):
+    app = playground_module()
+    playground = app.Playground(app.LocalModels(local_settings(local_hub).hub), num_samples=1, max_new_tokens=8)
+    loaded = playground.cache.get(playground.entry("tea_ghost"))
+    positions = loaded.model.config.n_positions
+    room = positions - 8
+    assert app.prompt_room(loaded.model.config, 8) == room
+    # 300 emoji are short in characters, long in tokens (several bytes each): past the model's positions.
+    with pytest.raises(app.PlaygroundError, match=rf"too long for this model: [\d,]+ tokens, and it takes at most "
+                                                  rf"{room:,} \(it writes up to 8 more within its {positions:,} positions\)"):
+        playground.generate("tea_ghost", "🌧" * 300)
+    words = " a" * room
+    assert len(loaded.tokenizer(words, add_special_tokens=False).input_ids) == room
+    assert playground.generate("tea_ghost", words).samples  # exactly as long as it may be: it writes
+    with pytest.raises(app.PlaygroundError, match="too long for this model"):
+        playground.generate("tea_ghost", words + " a")
+
+
+@needs_gradio
+def test_generations_wait_in_a_bounded_queue_per_visitor_and_in_all(local_hub):
+    app = playground_module()
+    playground = app.Playground(app.LocalModels(local_settings(local_hub).hub), max_new_tokens=8, queue_size=3,
+                                queue_per_visitor=2)
+    admission = playground.admission
+    with admission.slot("203.0.113.7"), admission.slot("203.0.113.7"):  # two of one visitor's, waiting
+        with pytest.raises(app.PlaygroundError, match="You already have 2 generations waiting or running"):
+            playground.generate("tea_ghost", "", visitor="203.0.113.7")
+        with admission.slot("198.51.100.1"):
+            with pytest.raises(app.PlaygroundError, match=r"The playground is busy \(3 generations"):
+                playground.generate("tea_ghost", "", visitor="192.0.2.9")
+        assert playground.generate("tea_ghost", "", visitor="198.51.100.1").samples  # room for one more
+    assert admission.held == {}  # every slot given back, refused or not
+    assert playground.generate("tea_ghost", "", visitor="203.0.113.7").samples
+
+
+@needs_gradio
+def test_a_visitor_is_the_address_a_proxy_received_the_request_from():
+    from types import SimpleNamespace
+
+    app = playground_module()
+    direct = SimpleNamespace(headers={}, client=SimpleNamespace(host="127.0.0.1"))
+    proxied = SimpleNamespace(headers={"x-forwarded-for": "203.0.113.7, 10.0.0.2"}, client=SimpleNamespace(host="10.0.0.3"))
+    assert (app.visitor_of(direct), app.visitor_of(proxied), app.visitor_of(None)) == ("127.0.0.1", "203.0.113.7", "unknown")
 
 
 @needs_gradio
@@ -174,18 +219,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(local_hub, tmp_path):
-    """`huggingtweets space run` in a subprocess over the local Hub folder; yields its URL."""
+@pytest.fixture(scope="module")
+def served(local_hub, tmp_path_factory):
+    """`huggingtweets space run` in a subprocess over the local Hub folder, its config.toml found in the
+    folder it runs in; yields its URL and the file of what it printed."""
+    tmp_path = tmp_path_factory.mktemp("served")
     config = tmp_path / "config.toml"
     config.write_text(f'[hub]\nbackend = "local"\nlocal_dir = {json.dumps(str(local_hub))}\norganization = "{ORG}"\n'
                       '[space]\ncache_size = 1\nlist_refresh_seconds = 0\nmax_new_tokens = 16\n', encoding="utf-8")
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(PROJECT))
     log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "space", "run", "--host",
-                               "127.0.0.1", "--port", str(port)], cwd=tmp_path, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    env.pop("HUGGINGTWEETS_CONFIG", None)
+    server = subprocess.Popen([sys.executable, "-m", "bot", "space", "run", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -199,11 +246,30 @@ def served(local_hub, tmp_path):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("the playground did not start:\n" + (tmp_path / "server.log").read_text())
             time.sleep(0.3)
-        yield url
+        yield url, tmp_path / "server.log"
     finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            server.wait(timeout=20)
+        finally:
+            server.kill() if server.poll() is None else None
+            log.close()
+
+
+@needs_gradio
+def test_the_command_serves_says_where_and_nothing_meant_for_a_python_caller(served):
+    from gradio_client import Client
+
+    url, printed = served
+    client = Client(url, verbose=False)
+    notice, *samples = client.predict("dreamy_kettle", "My dream is", api_name="/generate")
+    assert "dreamy_kettle" in notice and len(samples) == 3 and all(s.startswith("My dream is") for s in samples)
+    with pytest.raises(Exception, match="too long for this model"):  # the visitor's error, said as it is
+        client.predict("dreamy_kettle", "🌧" * 300, api_name="/generate")
+    text = printed.read_text(encoding="utf-8")
+    assert text.startswith(f"Serving the playground at {url}/ (Ctrl-C stops it)"), text
+    for meant_for_python in ("share=True", "launch()", "Traceback", "Loading weights"):
+        assert meant_for_python not in text, text
 
 
 @pytest.fixture
@@ -230,14 +296,27 @@ def test_in_a_browser_choose_a_model_generate_and_read_inert_text(served, browse
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
+    served, _ = served
     wait = WebDriverWait(browser, 45)
 
     def value(selector: str) -> str:
         return browser.find_element(By.CSS_SELECTOR, selector).get_attribute("value") or ""
 
-    # A card's link: the model is chosen, its prompt filled in, and whose words these are said.
+    def shown(selector: str) -> bool:
+        return any(e.is_displayed() for e in browser.find_elements(By.CSS_SELECTOR, selector))
+
+    # A link to a model that is not published says so, and offers no Generate that would use another.
+    browser.get(f"{served}/?model=nosuchmodel")
+    wait.until(lambda _: "No model named “nosuchmodel” is published here" in value("#notice textarea"))
+    assert value("#model input") == "" and not shown("#generate")
+
+    # A card's link, and Generate clicked the moment it shows: samples of that model, never an error.
     browser.get(f"{served}/?model=dreamy_kettle")
-    wait.until(lambda _: "dreamy_kettle" in value("#notice textarea"))
+    wait.until(lambda _: shown("#generate"))
+    browser.find_element(By.CSS_SELECTOR, "#generate").click()
+    wait.until(lambda _: all(value(f"#sample-{i} textarea") for i in (1, 2, 3)))
+    assert all(value(f"#sample-{i} textarea").startswith("My dream is") for i in (1, 2, 3))
+    assert "dreamy_kettle" in value("#notice textarea")
     assert value("#model input").startswith("dreamy_kettle")
     assert value("#prompt textarea") == "My dream is"
 
@@ -297,7 +376,7 @@ def test_deploy_creates_a_gradio_space_with_the_app_in_one_commit(writer):
     assert result.changed and result.commit_url.endswith(space.head.oid)
     assert sorted(space.files) == [".gitattributes", "README.md", "app.py", "bot/__init__.py", "bot/text.py",
                                    "requirements.txt", "space_settings.json"]
-    assert writer.read(f"{ORG}/playground", "app.py", repo_type="space") == (PROJECT / "space" / "app.py").read_bytes()
+    assert writer.read(f"{ORG}/playground", "app.py", repo_type="space") == (PROJECT / "bot" / "playground" / "app.py").read_bytes()
     readme = writer.read(f"{ORG}/playground", "README.md", repo_type="space").decode()
     assert "sdk: gradio\n" in readme and f"sdk_version: {GRADIO_VERSION}\n" in readme and "app_file: app.py" in readme
     settings = json.loads(writer.read(f"{ORG}/playground", "space_settings.json", repo_type="space"))
@@ -365,6 +444,6 @@ def test_the_space_runs_the_gradio_the_extra_pins_and_the_projects_ranges():
     project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert f"gradio=={GRADIO_VERSION}" in project["optional-dependencies"]["space"]
     dependencies = set(project["dependencies"])
-    wanted = [line for line in (PROJECT / "space" / "requirements.txt").read_text().splitlines()
+    wanted = [line for line in (PROJECT / "bot" / "playground" / "requirements.txt").read_text().splitlines()
               if line and not line.startswith("#")]
     assert wanted and all(re.sub(r"\s", "", line) in dependencies for line in wanted), wanted

@@ -1,9 +1,11 @@
-"""A wheel install works: the package carries its templates, fonts and assets, and the demo runs from it.
+"""A wheel install works: the package carries its templates, playground and assets, and the README's
+commands run from it.
 
 The test suite itself runs against an editable install, which reads files from the source tree, so a
 file left out of the wheel would go unnoticed there. Here the wheel is built from a copy of only what
-the build needs, installed (not editable) into a fresh virtual environment, and `huggingtweets demo`
-runs from an unrelated folder.
+the build needs, installed (not editable) into a fresh virtual environment, and from an unrelated folder
+`huggingtweets init` writes a config.toml, a config.toml there is read, `huggingtweets demo` runs, and
+`huggingtweets space run` serves the demo's model (asked for samples, then stopped with Ctrl-C).
 
 The fresh environment borrows the test environment's dependencies through a `.pth` file rather than
 installing torch and the rest again (which takes minutes). Lines of a `.pth` file only add folders to
@@ -13,9 +15,12 @@ loads, and `bot` can only come from the wheel (checked below).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import signal
 import site
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -75,29 +80,87 @@ def _clean_env(tmp: Path) -> dict:
     return env
 
 
-def test_wheel_carries_templates_fonts_and_assets(wheel):
+def test_wheel_carries_templates_the_playground_and_assets(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("bot/cards/model_card.md.j2", "bot/samples/sample_archive.zip", "bot/assets/tiny_corpus.txt",
-                   "bot/cli.py"):
+                   "bot/cli.py", "bot/config.toml", "bot/playground/app.py", "bot/playground/requirements.txt"):
         assert needed in names, f"{needed} is not in {wheel.name}"
-    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    assert not any(n.startswith(("tests/", "benchmarks/", "docs/")) or "__pycache__" in n for n in names)
 
 
-def test_demo_runs_from_a_wheel_install_in_another_folder(wheel_env, tmp_path):
+@pytest.fixture(scope="module")
+def elsewhere(wheel_env, tmp_path_factory) -> tuple[Path, dict, Path]:
+    """An unrelated folder, the environment to run in, and the wheel environment's bin folder."""
+    folder = tmp_path_factory.mktemp("elsewhere")
+    env = _clean_env(folder.parent)
+    env.pop("HUGGINGTWEETS_CONFIG", None)
     bin_dir = wheel_env / ("Scripts" if os.name == "nt" else "bin")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = _clean_env(tmp_path)
-    where = _run([bin_dir / "python", "-c", "import bot; print(bot.__file__)"], cwd=elsewhere, env=env)
+    where = _run([bin_dir / "python", "-c", "import bot; print(bot.__file__)"], cwd=folder, env=env)
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).resolve().is_relative_to(wheel_env.resolve()), where.stdout  # not the source tree
+    return folder, env, bin_dir
 
+
+def test_init_and_a_config_in_the_current_folder_from_a_wheel_install(elsewhere):
+    folder, env, bin_dir = elsewhere
+    here = folder / "mine"
+    here.mkdir()
+    huggingtweets = bin_dir / "huggingtweets"
+    result = _run([huggingtweets, "init"], cwd=here, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "[space]" in (here / "config.toml").read_text(encoding="utf-8")  # the whole commented template
+    assert _run([huggingtweets, "init"], cwd=here, env=env).returncode == 1  # never over an existing file
+    (here / "config.toml").write_text("[data]\nmin_kept_posts = 1000\n", encoding="utf-8")
+    said = _run([huggingtweets, "config"], cwd=here, env=env)
+    assert said.stdout.startswith(f"Settings: {here / 'config.toml'} (from config.toml in the current folder)"), said.stdout
+    # The README's first command of its own: the bundled sample, read with the settings of this folder.
+    result = _run([huggingtweets, "dataset", "https://x.com/dreamy_kettle", "--archive", "sample"], cwd=here, env=env)
+    assert result.returncode == 1 and "1000 needed" in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(elsewhere) -> Path:
+    """`huggingtweets demo` run once from the unrelated folder; its folder."""
+    folder, env, bin_dir = elsewhere
     started = time.monotonic()
-    result = _run([bin_dir / "huggingtweets", "demo"], cwd=elsewhere, env=env)
+    result = _run([bin_dir / "huggingtweets", "demo"], cwd=folder, env=env)
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     assert "-> done" in result.stdout, result.stdout
-    (card,) = (elsewhere / "demo" / "hub").glob("*/*/README.md")
+    print(f"demo from the wheel install: {took:.1f} s")
+    return folder / "demo"
+
+
+def test_demo_runs_from_a_wheel_install_in_another_folder(demo):
+    (card,) = (demo / "hub").glob("*/*/README.md")
     assert "## Training data" in card.read_text(encoding="utf-8")
     assert (card.parent / "predictions.png").exists()
-    print(f"demo from the wheel install: {took:.1f} s")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="Gradio is not installed (the space extra)")
+def test_the_playground_serves_from_a_wheel_install(demo, elsewhere):
+    from gradio_client import Client
+
+    _, env, bin_dir = elsewhere
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = demo / "space.log"
+    with open(log, "wb") as printed:  # in the demo's folder: its config.toml is found there
+        server = subprocess.Popen([bin_dir / "huggingtweets", "space", "run", "--port", str(port)], cwd=demo,
+                                  env=env | {"HF_HUB_OFFLINE": "1"}, stdout=printed, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while "Serving the playground" not in log.read_text(encoding="utf-8"):
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text(encoding="utf-8")
+                time.sleep(0.2)
+            notice, *samples = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+                "dreamy_kettle", "", api_name="/generate")
+            assert "dreamy_kettle" in notice and len(samples) == 3 and all(s.startswith("My dream is") for s in samples)
+            server.send_signal(signal.SIGINT)  # Ctrl-C
+            assert server.wait(timeout=30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    assert log.read_text(encoding="utf-8").rstrip().endswith("Stopped.")

@@ -472,7 +472,7 @@ def test_cli_dataset_downloads_without_archive(fake, tmp_path):
     (["download", "gone_account"], {}, 1, "huggingtweets: error: @gone_account is suspended"),
     (["download", "locked_box"], {}, 1, "huggingtweets: error: @locked_box has protected posts"),
     (["download", "bob", "--out", "bob.txt"], {}, 2, "huggingtweets: error: --out bob.txt: the file must end in .jsonl"),
-    (["download", "not-a-handle"], {}, 2, "huggingtweets: error: 'not-a-handle' is not an X handle"),
+    (["download", "not-a-handle"], {}, 2, "huggingtweets: error: 'not-a-handle' is not a handle: on X, 1 to 15 letters"),
     (["download", "bob"], {"X_BEARER_TOKEN": "", "X_API_KEY": ""}, 2, "huggingtweets: error: X_BEARER_TOKEN is not set"),
     (["download", "bob"], {"X_BEARER_TOKEN": "not-the-token-5678"}, 1, "huggingtweets: error: X refused the credentials"),
     (["download", "bob"], "down", 1, "huggingtweets: error: X is unavailable: HTTP 503 while looking up @bob, 2 attempts"),
