@@ -18,8 +18,9 @@ Delivery is at least once, publishing exactly once:
   `[celery] worker_lost_seconds` (30 s by default) and a few seconds: every worker records itself, and
   each job it holds, in Redis every `HEARTBEAT_SECONDS` (`WorkerBeat`); the bot reads a job's record
   (`CeleryExecutor.check`) and, when the record has gone quiet, marks the job superseded and sends a new
-  one. The old message, when Redis hands it out again after `visibility_timeout_seconds` (the last
-  resort), finds the mark and trains nothing. docs/recovery.md has why this and not Celery's own events;
+  one, ahead of the jobs still waiting (`HANDED_OVER_PRIORITY`). The old message, when Redis hands it
+  out again after `visibility_timeout_seconds` (the last resort), finds the mark and trains nothing.
+  docs/recovery.md has why this and not Celery's own events;
 - one job at a time per worker, and no job reserved ahead (`prefetch 1`, concurrency 1): a job waits in the
   queue, where any free worker can take it, not behind a busy one;
 - each job has a time limit (`[bot] job_timeout_seconds`);
@@ -51,6 +52,9 @@ TASK_NAME = "huggingtweets.train_and_publish"
 QUEUE = "huggingtweets.train"
 # A job handed out this many times without finishing comes back failed instead of a fifth time.
 MAX_DELIVERIES = 4
+# Redis hands out the jobs of the most urgent priority first (kombu keeps a list per step, 0, 3, 6 and 9,
+# and a worker pops them in that order). A job whose worker vanished has waited already: it goes first.
+PRIORITY, HANDED_OVER_PRIORITY = 6, 0
 # Celery's states of a job not yet finished: a job in one of them may be held by a worker that vanished.
 UNFINISHED_STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY")
 # The bot's record that a job was handed to the queue: a job still PENDING without it was lost with the
@@ -161,7 +165,7 @@ def run_worker(settings: Settings, name: str | None = None) -> None:
     Its name is `name` (`%h` is the host; a name without `@` gets `@HOST`), else `default_worker_name()`.
     Nothing of Celery starts, and no banner shows, until the broker answers (`wait_for_broker`).
     """
-    from celery.signals import task_received
+    from celery.signals import task_received, worker_shutdown
     from celery.utils.nodenames import host_format
 
     if settings.hub.backend == "hub":
@@ -170,13 +174,19 @@ def run_worker(settings: Settings, name: str | None = None) -> None:
         if not get_token():
             raise UsageError("HF_TOKEN is not set: a worker publishes the models it trains, and needs a Hub token "
                              "with write access to the organisation")
-    name = host_format(name if name and "@" in name else f"{name}@%h" if name else default_worker_name())
+    if not name:
+        name = default_worker_name()
+    elif "@" not in name:  # Celery would take it for a host name
+        name += "@%h"
+    name = host_format(name)
     client = wait_for_broker(settings.celery.broker, settings.celery.broker_wait_seconds)
     check_name_free(client, name, settings.celery.worker_lost_seconds)
     app = make_app(settings)
     beat = WorkerBeat(client, name)
     app.steps["consumer"].add(_beat_step(beat))
     task_received.connect(lambda sender=None, request=None, **_: beat.received(request.id), weak=False)
+    # Sent once a warm shutdown has let the job under way finish (SIGTERM): it beats until then.
+    worker_shutdown.connect(lambda **_: beat.stop(), weak=False)
     log.info("worker %s: jobs from %s", name, shown_url(settings.celery.broker))
     app.worker_main(["worker", "--loglevel=INFO", "--concurrency=1", "--prefetch-multiplier=1", "--pool=prefork",
                      f"--queues={QUEUE}", f"--hostname={name}",
@@ -278,7 +288,7 @@ class WorkerBeat:
             self._thread.start()
 
     def stop(self) -> None:
-        """The worker stops: say so in its record (jobs still held keep their beats, which then go quiet)."""
+        """The worker has stopped: say so in its record (a job it still held keeps its beat, which goes quiet)."""
         self._stopping.set()
         self.beat(stopped=True)
 
@@ -334,7 +344,8 @@ def _request_ids(requests) -> set[str]:
 
 
 def _beat_step(beat: WorkerBeat):
-    """A consumer bootstep that starts `beat` once the worker is connected, and stops it at shutdown."""
+    """A consumer bootstep that starts `beat` once the worker is first connected (the pool's processes
+    are forked by then). It goes on through reconnections and until the worker has shut down."""
     from celery import bootsteps
 
     class Beat(bootsteps.StartStopStep):
@@ -342,9 +353,6 @@ def _beat_step(beat: WorkerBeat):
 
         def start(self, c):
             beat.start()
-
-        def shutdown(self, c):
-            beat.stop()
 
     return Beat
 
@@ -407,8 +415,10 @@ class CeleryExecutor:
         ticket = Ticket.from_folder(request_dir, self.settings.hub).model_dump(mode="json")
         task_id = str(uuid4())
         try:
+            handed_over = self._redis.exists(HANDOVERS_KEY + _request_key(request_dir))
             self._redis.set(SUBMITTED_KEY + task_id, str(time.time()), ex=KEEP_SECONDS)
             self.app.send_task(TASK_NAME, args=[ticket], task_id=task_id, queue=QUEUE,
+                               priority=HANDED_OVER_PRIORITY if handed_over else PRIORITY,
                                soft_time_limit=self.timeout, time_limit=self.timeout + HARD_LIMIT_GRACE_SECONDS)
         except Exception as e:  # noqa: BLE001 - the broker is away: the job waits in the bot's queue
             if not _unreachable(e):
