@@ -229,7 +229,7 @@ def test_a_worker_killed_mid_job_hands_it_to_another_within_the_bound_and_it_is_
 
     listed = {w["name"]: w for w in json.loads(bot.cli("workers", "--json").stdout)["workers"]}
     assert listed[first]["state"] == "lost" and listed[other]["state"] == "alive", listed
-    assert listed[other]["last_heartbeat_seconds"] <= HEARTBEAT_SECONDS + 1 and listed[other]["jobs"] == []
+    assert listed[other]["last_heartbeat_seconds"] < 2 * HEARTBEAT_SECONDS and listed[other]["jobs"] == []
 
     # Redis hands the killed worker's message out again after visibility_timeout_seconds (two hours): made
     # to happen now, the copy finds its job superseded and trains nothing.
