@@ -227,9 +227,14 @@ def test_a_worker_killed_mid_job_hands_it_to_another_within_the_bound_and_it_is_
     handed_over = bot.job_started_at()[-1] - killed_at
     assert handed_over <= HANDOVER_BOUND, f"handed over {handed_over:.0f} s after the kill"
 
-    listed = {w["name"]: w for w in json.loads(bot.cli("workers", "--json").stdout)["workers"]}
+    def workers() -> dict:
+        return {w["name"]: w for w in json.loads(bot.cli("workers", "--json").stdout)["workers"]}
+
+    # A worker's record is as of its last heartbeat: the job it finished leaves it at the next one.
+    listed = wait_until(lambda: (w := workers())[other]["jobs"] == [] and w, "the worker that finished is idle",
+                        timeout=4 * HEARTBEAT_SECONDS)
     assert listed[first]["state"] == "lost" and listed[other]["state"] == "alive", listed
-    assert listed[other]["last_heartbeat_seconds"] < 2 * HEARTBEAT_SECONDS and listed[other]["jobs"] == []
+    assert listed[other]["last_heartbeat_seconds"] < 2 * HEARTBEAT_SECONDS
 
     # Redis hands the killed worker's message out again after visibility_timeout_seconds (two hours): made
     # to happen now, the copy finds its job superseded and trains nothing.
