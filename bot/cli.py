@@ -564,16 +564,19 @@ def status(
 @app.command(rich_help_panel=BOT)
 def worker(
     ctx: typer.Context,
-    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The worker's name in status (default: huggingtweets@HOSTNAME; give each worker on one machine its own).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="The worker's name in status and workers (%h: the host; a name without @ gets @HOST). Default: huggingtweets-gpuN@HOST with CUDA_VISIBLE_DEVICES=N, else huggingtweets-PID@HOST.")] = None,
     listen: Listen = None,
 ) -> None:
     """Run one training worker: take jobs from the queue one at a time, train, publish, until SIGTERM.
 
-    For a bot with executor = "celery" in the train section of the config; start one worker per GPU.
-    The queue is broker_url in the celery section, or CELERY_BROKER_URL. The worker publishes the
-    models itself, so it needs HF_TOKEN; it reads nothing from X and shares no disk with the bot.
-    With --listen (or listen in the monitoring section of the config), /healthz says whether the broker
-    answers, and /metrics counts the jobs this worker took: give each worker on one machine its own port.
+    For a bot with executor = "celery" in the train section of the config; start one worker per GPU
+    (CUDA_VISIBLE_DEVICES=0, =1, ...). The queue is broker_url in the celery section, or
+    CELERY_BROKER_URL; a broker that does not answer within broker_wait_seconds is an error. The worker
+    publishes the models itself, under its own organisation (the hub section of its own config), so it
+    needs HF_TOKEN; it reads nothing from X and shares no disk with the bot. A worker killed mid-job has
+    its job handed to another (docs/recovery.md). With --listen (or listen in the monitoring section of
+    the config), /healthz says whether the broker answers, and /metrics counts the jobs this worker took:
+    give each worker on one machine its own port.
     """
     from bot.celery_app import run_worker
 
@@ -603,6 +606,53 @@ def health(
     if not answer.healthy:
         raise UserError(f"unhealthy: {answer.reason}")
     out.print(answer.reason)
+
+
+@app.command(rich_help_panel=BOT)
+def workers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", **Flag, help="Print the workers as JSON, for scripts.")] = False,
+) -> None:
+    """Show the Celery workers heard from in the last day: alive or lost, last heartbeat, current job.
+
+    A worker is lost when it has not been heard from for worker_lost_seconds (celery section of the
+    config); the bot then hands its job to another. Reads the broker (broker_url or CELERY_BROKER_URL).
+    """
+    from bot.celery_app import list_workers
+
+    config = settings(ctx)
+    found = list_workers(config)
+    requests = _requests_by_job(config)
+    for worker in found:
+        worker["jobs"] = [{"job_id": j, **requests.get(j, {"request": None, "repo": None})} for j in worker["jobs"]]
+    if as_json:
+        print(json.dumps({"workers": found}, ensure_ascii=False, indent=2))
+        return
+    if not found:
+        out.print("No worker has recorded itself in the last day (start one with `huggingtweets worker`).")
+        return
+    table = Table(title="Workers", title_justify="left")
+    for column in ("worker", "state", "last heartbeat", "pid", "gpu", "job"):
+        table.add_column(column, overflow="fold")
+    for w in found:
+        jobs = ", ".join(f"request {j['request']} ({j['repo']})" if j["request"] is not None else j["job_id"]
+                         for j in w["jobs"]) or "-"
+        table.add_row(w["name"], w["state"], f"{_age(w['last_heartbeat_seconds'])} ago", str(w["pid"]),
+                      w["gpu"] or "-", jobs)
+    (out if out.is_terminal else Console(width=200, markup=False, highlight=False)).print(table)
+    alive = sum(w["state"] == "alive" for w in found)
+    out.print(f"{alive} of {len(found)} alive; a worker is lost after {config.celery.worker_lost_seconds:.0f} s "
+              "without a heartbeat, and its job goes to another.")
+
+
+def _requests_by_job(config: Settings) -> dict[str, dict]:
+    """The requests whose jobs are under way, by job id, from the bot's state database when there is one here."""
+    from bot.store import Store
+
+    path = Path(config.bot.state_db)
+    if not path.exists():
+        return {}
+    return {r.job_id: {"request": r.id, "repo": r.repo} for r in Store(path).jobs_under_way()}
 
 
 def status_record(r, spend_usd: float) -> dict:

@@ -175,6 +175,11 @@ class CelerySettings(Section):
     broker_url: str = Field("redis://localhost:6379/0", pattern=r"^rediss?://")
     visibility_timeout_seconds: float = Field(7200.0, ge=1)
     max_jobs_queued: int = Field(32, ge=1, le=10_000)
+    # A job whose worker has not been heard from for this long (it records itself every 5 s,
+    # `bot.celery_app.HEARTBEAT_SECONDS`) is handed to another worker: docs/recovery.md.
+    worker_lost_seconds: float = Field(30.0, ge=15)
+    # How long `huggingtweets worker` waits for an unreachable broker at start before it exits non-zero.
+    broker_wait_seconds: float = Field(60.0, ge=0)
 
     @property
     def broker(self) -> str:

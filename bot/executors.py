@@ -8,7 +8,8 @@
 `[train] executor = "celery"` sends each job to Celery workers on other machines (`bot.celery_app`);
 `[train] executor = "hf-jobs"` runs each on a rented GPU on Hugging Face Jobs (`bot.hf_jobs`).
 `[train] executor = "local"` (the default) runs each job as a subprocess of the bot (`python -m bot.job
-REQUEST_DIR`), one at a time. The job dies with the bot (see `bot.job.exit_with_parent`), and a lock file
+REQUEST_DIR`, started through `bot.lifeline`), one at a time. The job dies with the bot from its first
+instruction on, even when the bot dies while the job is still starting (`bot.lifeline`), and a lock file
 that the job holds keeps a second one from starting while an orphan of a killed bot is still on its way out.
 """
 
@@ -74,6 +75,7 @@ class LocalExecutor:
         self._job_id: str | None = None
         self._started = 0.0
         self._lock_fd: int | None = None
+        self._lifeline: int | None = None  # the write end of the job's lifeline: held while the job runs
 
     def running(self) -> int:
         return 1 if self._child is not None and self._child.poll() is None else 0
@@ -85,15 +87,18 @@ class LocalExecutor:
             return None  # a job of an earlier run of the bot is still ending
         (request_dir / job.ERROR_FILE).unlink(missing_ok=True)
         log = open(request_dir / "train.log", "ab")  # noqa: SIM115 - the child writes to it; closed below
+        lifeline, self._lifeline = os.pipe()  # neither end is inherited by anything but this child
         try:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "bot.job", str(request_dir)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(self._lock_fd,))
+                [sys.executable, "-m", "bot.lifeline", str(lifeline), "bot.job", str(request_dir)], stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                pass_fds=(self._lock_fd, lifeline))
         except BaseException:
             self._release_lock()
             raise
         finally:
             log.close()
+            os.close(lifeline)
         self._started = time.monotonic()
         self._job_id = f"local:{self._child.pid}:{int(time.time())}"
         return self._job_id
@@ -143,9 +148,13 @@ class LocalExecutor:
         return True
 
     def _release_lock(self) -> None:
+        """The job has ended: let go of its lock and its lifeline."""
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # the lock goes when the child's copy goes too (it has ended)
             self._lock_fd = None
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
 
 def _finished_or_lost(request_dir: Path) -> JobStatus:

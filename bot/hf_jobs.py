@@ -25,11 +25,19 @@ How a job travels, and why:
   failure, its last line the error and its retry policy (`ERROR_MARKER`).
 - **The bot asks, now and then** (`inspect_job`, at most every `[hf_jobs] poll_seconds` a job): running;
   completed (the bot reads the keyed commit and its run facts from the model repo, records them and
-  replies); failed, cancelled or timed out (the tail of the job's log, secrets masked, becomes the error
-  `huggingtweets status` shows, and the request is retried or answered as the job's error says).
+  replies); failed (the tail of the job's log, secrets masked, becomes the error `huggingtweets status`
+  shows, and the request is retried or answered as the job's own error says).
+- **A job that ends without completing is submitted again, with the retry policy**: one that failed
+  without saying why (its machine went away, out of memory), timed out, was cancelled or deleted by
+  someone else, or is gone from the service (404) counts one attempt and is submitted again after the
+  back-off, up to `[bot] max_attempts`; then the requester is told it failed. A cancel from outside is
+  taken as "this machine, not this request": `max_attempts` bounds what it costs (docs/recovery.md).
+  Never two jobs of one request at once: a job the bot gave up on (`_overdue`) counts as ended only once
+  its cancel went through, and a submission takes up a job of the request still under way instead of
+  starting another (`_unfinished_job_for`).
 - **A restart submits nothing twice.** The store keeps each job's id (with its namespace); the bot asks the
-  service about it again after a restart. A job the service no longer knows (404) is submitted again; a job
-  submitted just before a crash, whose id never reached the store, is found by its label and taken up.
+  service about it again after a restart. A job submitted just before a crash, whose id never reached the
+  store, is found by its label and taken up.
 """
 
 from __future__ import annotations
@@ -249,7 +257,8 @@ class HfJobsExecutor:
         except Exception as e:  # noqa: BLE001 - sorted below: gone, away for now, or a refusal
             if isinstance(e, HfHubHTTPError) and _status(e) == 404:
                 self._forget(job_id)
-                return JobStatus("lost")
+                return JobStatus("failed", job.JobFailed(
+                    f"the job {service_id} is no longer known to Hugging Face Jobs (deleted?)", transient=True))
             if _transient_reason(e) is not None:
                 return JobStatus("running")  # the Hub is away: ask again later
             with self.hub._translate_errors(f"{namespace}/jobs", writing=False):
@@ -261,7 +270,8 @@ class HfJobsExecutor:
             overdue = self._overdue(info, stage)
             if overdue is None:
                 return JobStatus("running", where=where)
-            self._cancel(namespace, service_id)
+            if not self._cancel(namespace, service_id):
+                return JobStatus("running", where=where)  # ended only once it is: never two jobs of one request
             self._forget(job_id)
             return JobStatus("failed", job.JobFailed(overdue, transient=True), where=where)
         if stage == "COMPLETED":
@@ -281,8 +291,7 @@ class HfJobsExecutor:
         if stage in ("CANCELED", "DELETED"):
             what = "cancelled" if stage == "CANCELED" else "deleted"
             return self._failed(info, namespace, request_dir,
-                                f"the job {info.id} was {what} on Hugging Face Jobs, not by the bot; "
-                                "the request is not tried again", transient=False)
+                                f"the job {info.id} was {what} on Hugging Face Jobs, not by the bot", transient=True)
         if self._timed_out(info):
             return self._failed(info, namespace, request_dir,
                                 f"the job ran out of time on Hugging Face Jobs ([hf_jobs] timeout_seconds = "
@@ -351,11 +360,20 @@ class HfJobsExecutor:
 
         return get_token() or ""
 
-    def _cancel(self, namespace: str, service_id: str) -> None:
+    def _cancel(self, namespace: str, service_id: str) -> bool:
+        """Whether the job was cancelled (or had ended already); when not, the next check tries again."""
+        from huggingface_hub.errors import HfHubHTTPError
+
+        from bot.hub import _status
+
         try:
             self.api.cancel_job(job_id=service_id, namespace=namespace)
-        except Exception as e:  # noqa: BLE001 - the service's own time limit ends it anyway
-            log.warning("could not cancel the job %s: %s", service_id, clip(str(e)))
+        except Exception as e:  # noqa: BLE001 - asked again at the next check
+            if isinstance(e, HfHubHTTPError) and _status(e) == 404:
+                return True  # gone already
+            log.warning("could not cancel the job %s (trying again): %s", service_id, clip(str(e)))
+            return False
+        return True
 
     def _forget(self, job_id: str) -> None:
         self._under_way.discard(job_id)

@@ -1,6 +1,6 @@
 """A training job: a request folder in, a model folder out, on this machine or any other.
 
-    python -m bot.job state/work/request-7          # what the bot runs for request 7
+    python -m bot.job state/work/request-7          # what the bot runs for request 7 (through bot.lifeline)
 
 The request folder is the contract between the steps:
 
@@ -26,8 +26,6 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -330,28 +328,10 @@ def _published_facts(found, settings: Settings):
         return None
 
 
-def exit_with_parent(interval: float = 1.0) -> None:
-    """End this process when the process that started it goes away (it is re-parented).
-
-    A training job must not outlive the bot that runs it: after a restart the bot starts the job again,
-    and two jobs would train at once (on a GPU, an out-of-memory).
-    """
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(3)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot.job", description=__doc__.split("\n\n")[0])
     parser.add_argument("request_dir", type=Path, help="the request folder (with job.json and data/)")
     args = parser.parse_args(argv)
-    exit_with_parent()
     try:
         result = run(args.request_dir)
     except KeyboardInterrupt:

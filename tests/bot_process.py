@@ -45,7 +45,11 @@ class BotProcess:
 
     def status(self, *args: str) -> subprocess.CompletedProcess:
         """`huggingtweets status` as an operator runs it."""
-        return subprocess.run([sys.executable, "-m", "bot", "--config", str(self.config), "status", *args],
+        return self.cli("status", *args)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Another `huggingtweets` command with the bot's config (`workers --json`, say)."""
+        return subprocess.run([sys.executable, "-m", "bot", "--config", str(self.config), *args],
                               capture_output=True, text=True, env=self.env, cwd=self.tmp)
 
     def rows(self) -> list[sqlite3.Row]:
@@ -68,6 +72,12 @@ class BotProcess:
                                   " WHERE note LIKE 'job % started%'").fetchone()[0]
         except sqlite3.OperationalError:  # the bot has not made its tables yet
             return 0
+
+    def job_started_at(self) -> list[float]:
+        """When each job was handed to the executor (the store's clock), oldest first."""
+        with sqlite3.connect(self.tmp / "bot.sqlite3") as db:
+            return [at for (at,) in db.execute("SELECT at FROM transitions WHERE note LIKE 'job % started%'"
+                                               " ORDER BY rowid")]
 
     def job_host(self) -> str | None:
         try:

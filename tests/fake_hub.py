@@ -329,6 +329,14 @@ class FakeHub:
         with self.lock:
             return [j for j in self.jobs.values() if j.labels.get(label) == value]
 
+    def end_job(self, job_id: str, stage: str, message: str | None = None, forget: bool = False) -> None:
+        """End a job from outside, as the service or an operator would (DELETED, CANCELED, ERROR); with
+        `forget`, the service no longer knows it either (404)."""
+        with self.lock:
+            self._end_job(self.jobs[job_id], stage, message)
+            if forget:
+                del self.jobs[job_id]
+
     def submit_job(self, namespace: str, owner: str, spec: dict) -> Job:
         with self.lock:
             job = Job(secrets.token_hex(12), namespace, owner, spec, _now())

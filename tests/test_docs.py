@@ -29,6 +29,9 @@ OTHER_NAMES = {
     "library_name", "pipeline_tag", "sdk_version", "model_type",  # card, Space and config.json metadata
     "referenced_tweets",  # a field of X's post objects
     "hide_in_logs",  # bot/errors.py's function that masks credentials in the libraries' own log lines
+    "job_host",  # a column of the state database's requests
+    "ensure_connection", "visibility_timeout",  # kombu's own call and transport option
+    "consumer_timeout",  # RabbitMQ's own setting
 }
 
 

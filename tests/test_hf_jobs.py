@@ -98,7 +98,7 @@ def wait_until(condition, what: str, timeout: float = 60):
     return found
 
 
-def test_a_failed_jobs_log_comes_back_masked_and_an_unknown_job_is_lost(fake_hub, monkeypatch, tmp_path):
+def test_a_failed_jobs_log_comes_back_masked(fake_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", fake_hub.token)
     executor = HfJobsExecutor(Settings.model_validate({"hf_jobs": {"poll_seconds": 0}}))
     script = "import os, sys; print('starting with', os.environ['HF_TOKEN']); print('a cut one', os.environ['HF_TOKEN'][:12]); sys.exit(3)"
@@ -115,7 +115,23 @@ def test_a_failed_jobs_log_comes_back_masked_and_an_unknown_job_is_lost(fake_hub
     assert status.where == f"cpu-basic {fake_hub.url}/jobs/{NAMESPACE}/{info.id}"
     assert fake_hub.token not in (tmp_path / "job.log").read_text()
 
-    assert executor.check(f"{NAMESPACE}/{'0' * 24}", tmp_path).state == "lost"
+    assert executor.running() == 0
+
+
+@pytest.mark.parametrize("ending", ["DELETED", "CANCELED", "gone from the service"])
+def test_a_job_that_ends_any_other_way_is_an_attempt_to_try_again(fake_hub, monkeypatch, tmp_path, ending):
+    monkeypatch.setenv("HF_TOKEN", fake_hub.token)
+    executor = HfJobsExecutor(Settings.model_validate({"hf_jobs": {"poll_seconds": 0}}))
+    info = executor.api.run_job(image="python:3.12", command=["python", "-c", "import time; time.sleep(300)"],
+                                namespace=NAMESPACE)
+    job_id = f"{NAMESPACE}/{info.id}"
+    assert executor.check(job_id, tmp_path).state == "running"
+    fake_hub.end_job(info.id, "DELETED" if ending.startswith("gone") else ending, forget=ending.startswith("gone"))
+
+    status = executor.check(job_id, tmp_path)
+    assert status.state == "failed" and status.error.transient, status  # the bot's retry policy decides
+    what = {"DELETED": "was deleted on", "CANCELED": "was cancelled on"}.get(ending, "is no longer known to")
+    assert f"the job {info.id} {what} Hugging Face Jobs" in str(status.error)
     assert executor.running() == 0
 
 
@@ -135,6 +151,10 @@ def test_a_job_left_waiting_for_a_machine_is_cancelled_and_a_hub_away_is_asked_a
     assert executor.check(job_id, tmp_path).state == "running"  # waiting for a machine, within the limit
 
     time.sleep(10.5)
+    # A cancel the service refuses: the job is not given up on while it may still start (never two at once).
+    fake_hub.fail_next(f"/api/jobs/{NAMESPACE}/{info.id}/cancel", 500, method="POST", times=100)
+    assert executor.check(job_id, tmp_path).state == "running" and fake_hub.jobs[info.id].stage == "SCHEDULING"
+    fake_hub.faults.clear()
     status = executor.check(job_id, tmp_path)
     assert status.state == "failed" and status.error.transient
     assert "no cpu-basic machine was free for 10 s" in str(status.error) and "cancelled" in str(status.error)
@@ -248,7 +268,8 @@ def test_a_job_past_the_services_time_limit_fails_as_out_of_time(fake_hub, x, tm
     assert "huggingtweets/dora" not in fake_hub.repos
 
 
-def test_a_job_cancelled_from_outside_fails_its_request_once_without_a_retry(fake_hub, x, tmp_path):
+def test_a_job_cancelled_from_outside_is_submitted_again_and_answered_once(fake_hub, x, tmp_path):
+    """A cancel on the service's side (an operator, a machine taken back) costs an attempt, not the request."""
     from huggingface_hub import HfApi
 
     bot = BotOnJobs(tmp_path, fake_hub, x, max_attempts=3)
@@ -257,12 +278,15 @@ def test_a_job_cancelled_from_outside_fails_its_request_once_without_a_retry(fak
     running = wait_until(lambda: next((j for j in fake_hub.jobs.values() if j.stage == "RUNNING"), None),
                          "a job runs", timeout=90)
     HfApi(token=fake_hub.token).cancel_job(job_id=running.id, namespace=NAMESPACE)
-    bot.finish(process)
+    stderr = bot.finish(process)
 
     [row] = bot.rows()
-    assert row["state"] == "failed" and row["attempts"] == 0
-    assert f"the job {running.id} was cancelled on Hugging Face Jobs, not by the bot" in row["reason"], row["reason"]
-    assert len(bot.jobs_of(row)) == 1 and len(replies_to(x, mention)) == 1
+    assert row["state"] == "done" and row["attempts"] == 1, stderr[-2000:]
+    first, second = bot.jobs_of(row)
+    assert first.id == running.id and first.stage == "CANCELED" and second.stage == "COMPLETED"
+    assert second.created_at >= first.finished_at, "never two jobs of one request at once"
+    assert f"the job {running.id} was cancelled on Hugging Face Jobs, not by the bot" in stderr
+    assert len(replies_to(x, mention)) == 1 and len(keyed_commits(fake_hub, "huggingtweets/dora")) == 1
 
 
 def test_a_bot_killed_while_its_job_runs_picks_the_same_job_up_again(fake_hub, x, tmp_path):

@@ -82,23 +82,44 @@ def test_a_folder_that_is_not_a_request_is_one_line(tmp_path):
     assert result.stderr.strip() == f"training failed: {tmp_path}: not a request folder (no job.json)"
 
 
-def test_the_job_dies_with_the_process_that_started_it(tmp_path, dataset):
-    folder = prepared(tmp_path, dataset, max_epochs=100, patience=1000)
-    # A parent that starts the job, says its pid, and waits; killing it must end the job too.
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import subprocess, sys, time\n"
-        f"child = subprocess.Popen([sys.executable, '-m', 'bot.job', {str(folder)!r}])\n"
-        "print(child.pid, flush=True)\n"
-        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, env=job_env(tmp_path))
-    child_pid = int(parent.stdout.readline())
-    time.sleep(1.0)
-    assert _alive(child_pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while _alive(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(child_pid), "the job outlived the process that started it"
+# A bot that starts one job and waits: what the test kills. It prints the job's process id.
+BOT_STARTING_A_JOB = """
+import sys, time
+from pathlib import Path
+from bot.executors import LocalExecutor
+job_id = LocalExecutor(sys.argv[1], timeout_seconds=600).submit(Path(sys.argv[2]))
+print(job_id.split(":")[1], flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("when", ["while it starts", "once it has loaded torch"])
+def test_the_job_dies_with_the_bot_that_started_it(tmp_path, dataset, when):
+    """A bot killed with kill -9, even before its job's first import is done, takes the job with it."""
+    folder = prepared(tmp_path, dataset, max_epochs=100, patience=1000)  # minutes of training, if left alone
+    bot = subprocess.Popen([sys.executable, "-c", BOT_STARTING_A_JOB, str(tmp_path), str(folder)],
+                           stdout=subprocess.PIPE, text=True, env=job_env(tmp_path))
+    child_pid = int(bot.stdout.readline())
+    if when == "once it has loaded torch":
+        wait_until(lambda: "libtorch" in _maps(child_pid), "the job has imported torch", timeout=120)
+    bot.send_signal(signal.SIGKILL)
+    bot.wait()
+    wait_until(lambda: not _alive(child_pid), "the job ended with the bot", timeout=10)
+    assert "training failed" not in (folder / "train.log").read_text(), "it ended by itself, not with the bot"
+
+
+def wait_until(condition, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 def test_the_executor_starts_no_job_while_another_holds_the_lock(tmp_path, dataset):

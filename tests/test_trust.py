@@ -121,7 +121,7 @@ def ticket_of(folder: Path, archive: str, **train) -> dict:
 
 
 def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fake_hub, sample_archive):
-    from test_celery import JOB_TIMEOUT, Queue
+    from test_celery import Queue
 
     from bot.celery_app import TASK_NAME, make_app
 
@@ -130,7 +130,7 @@ def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fa
         # The worker's own limit: four seconds a job, whatever a message asks.
         (tmp_path / "worker").mkdir()
         config = queue.write_config(tmp_path / "worker")
-        config.write_text(config.read_text().replace(f"job_timeout_seconds = {JOB_TIMEOUT}", "job_timeout_seconds = 4"))
+        config.write_text(config.read_text().replace("[bot]\n", "[bot]\njob_timeout_seconds = 4\n"))
         queue.start_worker("gpu1", config)
         app = make_app(Settings.model_validate({"celery": {"broker_url": queue.redis.url}}))
         elsewhere = tmp_path / "planted"
