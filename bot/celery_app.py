@@ -245,17 +245,18 @@ def run_worker(settings: Settings, name: str | None = None, banner: bool = True)
     elif "@" not in name:  # Celery would take it for a host name
         name += "@%h"
     name = host_format(name)
-    client = wait_for_broker(settings.celery.broker, settings.celery.broker_wait_seconds)
-    check_name_free(client, name, settings.celery.worker_lost_seconds)
-    app = make_app(settings)
-    beat = WorkerBeat(client, name)
-    app.steps["consumer"].add(_beat_step(beat))
-    task_received.connect(lambda sender=None, request=None, **_: beat.received(request.id), weak=False)
-    # Sent once a warm shutdown has let the job under way finish (SIGTERM): it beats until then.
-    worker_shutdown.connect(lambda **_: beat.stop(), weak=False)
-    log.info("worker %s: jobs from %s", name, shown_url(settings.celery.broker))
+    # /healthz answers from the start: 503 "cannot be reached" while the broker is still awaited.
     server = serve_monitoring(settings)
     try:
+        client = wait_for_broker(settings.celery.broker, settings.celery.broker_wait_seconds)
+        check_name_free(client, name, settings.celery.worker_lost_seconds)
+        app = make_app(settings)
+        beat = WorkerBeat(client, name)
+        app.steps["consumer"].add(_beat_step(beat))
+        task_received.connect(lambda sender=None, request=None, **_: beat.received(request.id), weak=False)
+        # Sent once a warm shutdown has let the job under way finish (SIGTERM): it beats until then.
+        worker_shutdown.connect(lambda **_: beat.stop(), weak=False)
+        log.info("worker %s: jobs from %s", name, shown_url(settings.celery.broker))
         app.worker_main([*([] if banner else ["--quiet"]), "worker", "--loglevel=INFO", "--concurrency=1",
                          "--prefetch-multiplier=1", "--pool=prefork", f"--queues={QUEUE}", f"--hostname={name}",
                          "--without-gossip", "--without-mingle", "--without-heartbeat"])
