@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "fakes")]
 
-from bot.bluesky import PAGE_SIZE, BlueskyClient  # noqa: E402
+from bot.sources.bluesky import PAGE_SIZE, BlueskyClient  # noqa: E402
 from bot.config import BlueskySettings, Settings  # noqa: E402
 from fake_bsky import FakeBluesky  # noqa: E402
 

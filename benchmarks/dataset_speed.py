@@ -7,7 +7,7 @@
 Targets on the 2-core reference machine: 3,200 posts in under 0.2 s, 100,000 in under 5 s, peak memory
 under 300 MB.
 
-The posts are synthetic (`bot.synthetic`), written once to a temporary folder as an X data export
+The posts are synthetic (`bot.data.synthetic`), written once to a temporary folder as an X data export
 (`.zip`) and as JSONL. The time is the whole build: `open_archive` + `build_dataset` (read, clean,
 count, split, balance); imports are not counted. Each run is a fresh child process (this script with
 `--child`), so that the peak resident memory reported (VmHWM of the child, or ru_maxrss off Linux) is
@@ -48,9 +48,9 @@ def peak_rss_mb() -> float:
 
 def child(paths: list[str]) -> None:
     """Build one dataset from `paths` (one archive per user) and print the figures as JSON."""
-    from bot.archive import open_archive
+    from bot.data.archive import open_archive
     from bot.config import DataSettings
-    from bot.dataset import build_dataset
+    from bot.data.dataset import build_dataset
 
     imports_mb = peak_rss_mb()
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def run_child(paths: list[Path]) -> dict:
 
 def write_archives(folder: Path, sizes: list[int]) -> dict[tuple[int, str], Path]:
     """Each size as an export zip and as JSONL, with the same posts."""
-    from bot.synthetic import synthetic_tweets, write_export, write_jsonl
+    from bot.data.synthetic import synthetic_tweets, write_export, write_jsonl
 
     paths = {}
     for n in sizes:

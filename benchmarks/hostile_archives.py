@@ -1,6 +1,6 @@
 """Archives made to hurt the reader, each read by the real command, with the time and memory it took.
 
-    python benchmarks/hostile_archives.py                 # every archive of tests/hostile_archives.py
+    python benchmarks/hostile_archives.py                 # every archive of tests/fakes/hostile_archives.py
     python benchmarks/hostile_archives.py --quick         # leave out the six that take seconds to build
     python benchmarks/hostile_archives.py --only deep-100k.zip post-256mb.zip --json
     python benchmarks/hostile_archives.py --save benchmarks/results/cpu-hostile-archives.json
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "tests"))
+sys.path.insert(0, str(PROJECT / "tests" / "fakes"))
 
 from hostile_archives import CATALOGUE  # noqa: E402  (stdlib only: keeps this launcher small)
 

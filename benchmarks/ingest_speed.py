@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import parse_settings
-from bot.policy import decide
-from bot.store import Store
+from bot.requests.policy import decide
+from bot.requests.store import Store
 
 TARGET_PER_SECOND = 2000
 

@@ -4,7 +4,7 @@
     python benchmarks/publish_memory.py --mb 100 --json
 
 The model folder (a weights file of random bytes, config.json, README.md) is written to a temporary folder;
-the loopback Hub of the tests (tests/fake_hub.py) runs in this process and the publish in a child process,
+the loopback Hub of the tests (tests/fakes/fake_hub.py) runs in this process and the publish in a child process,
 the real command line, so that the child's peak resident memory (ru_maxrss, from wait4) is the publisher's
 alone. A second child only starts the same command (`--help`) to show what the imports alone cost.
 Uploads take the plain LFS path here (HF_HUB_DISABLE_XET=1: the loopback Hub does not speak Xet).
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "tests"))
+sys.path.insert(0, str(PROJECT / "tests" / "fakes"))
 
 from fake_hub import FakeHub  # noqa: E402
 

@@ -3,7 +3,7 @@
     python benchmarks/space_latency.py             # tiny and GPT-2 124M; target: GPT-2 under 3 s on 2 CPU cores
     python benchmarks/space_latency.py --repeat 10 --json
 
-The app of `bot/playground/app.py` is served in this process on 127.0.0.1 and asked through `gradio_client`, as
+The app of `bot/publishing/playground/app.py` is served in this process on 127.0.0.1 and asked through `gradio_client`, as
 the page's Generate button asks it (HTTP, Gradio's queue, generation, the answer): 3 samples of 40 new
 tokens each. Every sample is made to run its full 40 tokens (`min_new_tokens`), so the figures are the
 longest a click takes; a real model often stops sooner, at the end of a post.
@@ -58,7 +58,7 @@ def write_model(folder: Path, architecture: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
-    from bot.tiny import tiny_model_dir
+    from bot.training.tiny import tiny_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir())
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def write_model(folder: Path, architecture: str) -> None:
 
 
 def publish(folder: Path, settings) -> None:
-    from bot.hub import publish_folder
+    from bot.publishing.hub import publish_folder
 
     publish_folder(folder, settings, repo_id=f"{settings.hub.organization}/{folder.name}")
 
@@ -96,7 +96,7 @@ def main() -> None:
     from gradio_client import Client
 
     from bot.config import parse_settings
-    from bot.space import load_app
+    from bot.publishing.space import load_app
 
     work = Path(tempfile.mkdtemp(prefix="space-latency-"))
     try:

@@ -36,12 +36,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "fakes")]
 
 import conftest  # noqa: E402,F401  (the loopback Hub, and HF_ENDPOINT pointing at it)
 from conftest import LOOPBACK_HUB  # noqa: E402
 from fake_x import FakeX  # noqa: E402
-from test_celery import Queue  # noqa: E402
+from redis_queue import Queue  # noqa: E402
 
 from bot.cli import to_toml  # noqa: E402
 

@@ -8,16 +8,16 @@
                                   # ours with other [train] settings, against the recipe's saved figures
 
 Each cell runs both sides in this one process, one after the other, on the same cleaned and split
-posts (`bot.dataset`, as the bot does), with `benchmarks/train_speed.py`'s two runners: (a) the
+posts (`bot.data.dataset`, as the bot does), with `benchmarks/train_speed.py`'s two runners: (a) the
 original huggingtweets recipe (transformers' Trainer, four passes of 1,024-token blocks, AdamW at
-1.372e-4 with a cosine schedule), and (b) `bot.train.train_model` with the project's settings, to a
+1.372e-4 with a cosine schedule), and (b) `bot.training.train.train_model` with the project's settings, to a
 finished folder with samples, card and images.
 
 Bases: `tiny-random` (the tiny architecture and tokenizer with random weights), `tiny` (the
 pretrained tiny base: the stand-in for pretrained GPT-2) and `gpt2-random` (GPT-2 124M's shape).
 
 Corpora (none of them is the text the tiny base was pretrained on):
-  large      one account, 3,200 posts (`bot.synthetic`)
+  large      one account, 3,200 posts (`bot.data.synthetic`)
   small      one account, about 300 kept posts
   japanese   one account writing in Japanese, 3,200 posts
   three      a three-account model, 1,200 posts each
@@ -77,9 +77,9 @@ def prose_posts(n: int) -> list[str]:
 
 
 def build_corpus(kind: str, work: Path):
-    from bot.archive import open_archive
-    from bot.dataset import build_dataset
-    from bot.synthetic import synthetic_tweets, write_export
+    from bot.data.archive import open_archive
+    from bot.data.dataset import build_dataset
+    from bot.data.synthetic import synthetic_tweets, write_export
 
     def export(handle: str, tweets: list[dict]):
         return open_archive(str(write_export(work / f"{handle}.zip", tweets, username=handle, display_name=handle)))
@@ -109,7 +109,7 @@ def base_path(name: str, work: Path) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.tiny import SEED, tiny_model_dir
+    from bot.training.tiny import SEED, tiny_model_dir
 
     folder = work / "tiny-random"
     if not folder.exists():
@@ -125,7 +125,7 @@ def recipe_measure(folder: Path, dataset, block_size: int, device) -> float:
     """The recipe's final loss, scored as ours scores itself while training (its validation blocks)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.train import evaluate, pack
+    from bot.training.train import evaluate, pack
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").to(device)

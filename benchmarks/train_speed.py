@@ -9,15 +9,15 @@
     python benchmarks/train_speed.py --only ours --set batch_size=8 --set block_size=512   # other settings
 
 Both runs happen in this one process, one after the other, on one corpus: a synthetic user of 3,200
-posts shaped like real ones (`bot.synthetic`: lengths, emoji, links, replies, retweets), cleaned and
-split by `bot.dataset` exactly as the bot does.
+posts shaped like real ones (`bot.data.synthetic`: lengths, emoji, links, replies, retweets), cleaned and
+split by `bot.data.dataset` exactly as the bot does.
 
 (a) The recipe, as the original huggingtweets ran it: the training posts joined by the end-of-text
     token, four shuffled passes concatenated into one epoch, cut into blocks of the tokenizer's
     `model_max_length` (1,024 for GPT-2 and for the tiny model), the Trainer at batch size 1, fp32,
     AdamW at 1.372e-4 with a cosine schedule and no warm-up, then `save_model`. To be generous to it,
     no checkpoints are written during training (the original saved one every 500 steps).
-(b) Ours: `bot.train.train_model`, the code path of `huggingtweets train`, with the project's
+(b) Ours: `bot.training.train.train_model`, the code path of `huggingtweets train`, with the project's
     settings (config.toml; `--set KEY=VALUE` changes one [train] key), to a finished model folder:
     validation every epoch, samples, card and images included.
 
@@ -101,7 +101,7 @@ def heldout_loss(folder: Path, texts: list[str], device) -> float:
     """Loss per token on the validation posts, packed in HELDOUT_BLOCK-token blocks: one measure for both."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.train import evaluate, pack
+    from bot.training.train import evaluate, pack
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").to(device)
@@ -120,9 +120,9 @@ def model_flops_per_token(config, block_size: int) -> float:
 
 
 def build_corpus(posts: int, workdir: Path):
-    from bot.archive import open_archive
-    from bot.dataset import build_dataset
-    from bot.synthetic import synthetic_tweets, write_export
+    from bot.data.archive import open_archive
+    from bot.data.dataset import build_dataset
+    from bot.data.synthetic import synthetic_tweets, write_export
 
     path = write_export(workdir / "bench_user.zip", synthetic_tweets(posts, seed=3200), username="bench_user",
                         display_name="Bench User")
@@ -131,7 +131,7 @@ def build_corpus(posts: int, workdir: Path):
 
 def base_model_path(name: str, workdir: Path) -> str:
     """A folder or Hub id from_pretrained can read. "gpt2-random" is built here (see the module doc)."""
-    from bot.tiny import tiny_model_dir
+    from bot.training.tiny import tiny_model_dir
 
     if name == "tiny":
         return str(tiny_model_dir())
@@ -223,7 +223,7 @@ def run_recipe(dataset, base: str, device, out: Path) -> dict:
 
 def run_ours(dataset, base: str, device, out: Path, overrides: dict) -> dict:
     from bot.config import load_settings
-    from bot.train import train_model
+    from bot.training.train import train_model
 
     settings = load_settings()
     train = settings.train.model_copy(update={"device": device.type, **overrides})
@@ -270,7 +270,7 @@ def micro_steps(base: str, device, batch: int, block: int, rounds: int = 15, ste
     import torch
     from transformers import AutoModelForCausalLM
 
-    from bot.train import autocast_for, causal_lm_loss, set_dropout
+    from bot.training.train import autocast_for, causal_lm_loss, set_dropout
 
     variants = [
         ("ours: written-out GPT-2 loss, SDPA, fused AdamW", {}),
@@ -357,7 +357,7 @@ def hardware(device) -> dict:
 
     if device.type == "cuda":
         return {"device": "cuda", "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    from bot.train import hardware as cpu_hardware
+    from bot.training.train import hardware as cpu_hardware
 
     return {"device": "cpu", "cpu": cpu_hardware(device)["name"], "threads": torch.get_num_threads(),
             "cores": os.cpu_count(), "torch": torch.__version__}

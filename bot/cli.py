@@ -151,7 +151,7 @@ Listen = Annotated[Optional[str], typer.Option("--listen", metavar="HOST:PORT", 
 
 def _handles_given(value):
     """Each handle as a person gives it ('alice', '@alice', a profile's address) as the handle it names."""
-    from bot.mentions import handle_from_input
+    from bot.handles import handle_from_input
 
     return [handle_from_input(v) for v in value] if isinstance(value, list) else handle_from_input(value)
 
@@ -161,8 +161,8 @@ Handle = Annotated[str, typer.Argument(metavar="HANDLE", callback=_handles_given
 # An argument is named by its metavar alone in help ("HANDLE"), as options are, not "HANDLE <list[str]>".
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
 Archives = Annotated[Optional[list[Path]], typer.Option("--archive", "-a", metavar="PATH", help="An X data export (.zip, folder or tweets.js) or a .jsonl of API v2 posts; one per handle. 'sample' is the bundled sample archive (@dreamy_kettle, a made-up account).")]
-# The bundled sample: a made-up account's synthetic posts (bot/synthetic.py), package data in any install.
-SAMPLE_ARCHIVE = Path(bot.__file__).resolve().parent / "samples" / "sample_archive.zip"
+# The bundled sample: a made-up account's synthetic posts (bot/data/synthetic.py), package data in any install.
+SAMPLE_ARCHIVE = Path(bot.__file__).resolve().parent / "data" / "samples" / "sample_archive.zip"
 Flag = {"metavar": ""}  # a switch: no value to describe
 
 
@@ -185,8 +185,8 @@ def demo(
     import shutil
     import time
 
-    from bot.local import LocalX
-    from bot.scheduler import Bot
+    from bot.sources.local import LocalX
+    from bot.requests.scheduler import Bot
 
     if folder.exists():
         if not (folder / DEMO_MARKER).exists() and any(folder.iterdir()):
@@ -226,7 +226,7 @@ def demo(
               + (f" ({request.reason})" if request.state in ("failed", "rejected") else ""))
     model_dir = demo_bot.request_dir(request) / "model"
     if (model_dir / "run.json").exists():
-        from bot.facts import RunFacts
+        from bot.publishing.facts import RunFacts
 
         facts = RunFacts.load(model_dir)
         out.print(f"\nThe model was trained on {facts.trained_posts:,} posts of @{', @'.join(facts.handles)}; "
@@ -294,8 +294,8 @@ def download(
 
     Example: huggingtweets download dreamy_kettle --out dreamy_kettle.jsonl
     """
-    from bot.mentions import normalize_handle
-    from bot.x import export_archive
+    from bot.handles import normalize_handle
+    from bot.sources.x import export_archive
 
     name = normalize_handle(handle)
     target = out_file or Path(f"{name}.jsonl")
@@ -351,9 +351,9 @@ def train(
 
     Example: huggingtweets train dreamy_kettle --archive sample --base-model tiny
     """
-    from bot.job import TrainJob, train_job
-    from bot.stopping import REASONS
-    from bot.train import check_out_dir
+    from bot.training.job import TrainJob, train_job
+    from bot.training.stopping import REASONS
+    from bot.training.train import check_out_dir
 
     if out_dir:
         check_out_dir(out_dir)  # before a download, not after
@@ -396,7 +396,7 @@ def publish(
 def _publish(folder: Path, config: Settings, **options) -> None:
     from huggingface_hub.utils import disable_progress_bars
 
-    from bot.hub import publish_folder
+    from bot.publishing.hub import publish_folder
 
     disable_progress_bars()  # one progress display on stderr: ours
     with _steps(f"Publishing {folder}") as step:
@@ -417,8 +417,8 @@ def delete(
 
     Example: huggingtweets delete alice (deletes alice and alice-bob, never malice)
     """
-    from bot.hub import delete_repos, find_repos_for, require_write_access
-    from bot.mentions import normalize_handle
+    from bot.publishing.hub import delete_repos, find_repos_for, require_write_access
+    from bot.handles import normalize_handle
 
     handle = normalize_handle(handle)
     config = settings(ctx)
@@ -464,7 +464,7 @@ def space_run(
     Example: huggingtweets --config demo/config.toml space run --port 7860, then open
     http://127.0.0.1:7860/?model=dreamy_kettle
     """
-    from bot.space import serve
+    from bot.publishing.space import serve
 
     def ready(url: str) -> None:
         out.print(f"Serving the playground at {url} (Ctrl-C stops it); {url}?model=NAME opens one model.")
@@ -482,7 +482,7 @@ def space_deploy(ctx: typer.Context) -> None:
     """
     from huggingface_hub.utils import disable_progress_bars
 
-    from bot.space import deploy_space
+    from bot.publishing.space import deploy_space
 
     disable_progress_bars()
     with _steps("Deploying the playground") as step:
@@ -507,7 +507,7 @@ def run(
     With listen in the monitoring section of the config (or --listen), /healthz and /metrics are served
     there (docs/operating.md).
     """
-    from bot.scheduler import Bot
+    from bot.requests.scheduler import Bot
 
     config = listening_at(ctx, listen)
     setup_logging(fmt=log_format(ctx))
@@ -523,7 +523,7 @@ def status(
     """Show the request queue: state, requester, handles, where the job runs, attempts and last error."""
     import time
 
-    from bot.store import Store
+    from bot.requests.store import Store
 
     path = Path(settings(ctx).bot.state_db)
     if not path.exists():
@@ -578,7 +578,7 @@ def worker(
     the config), /healthz says whether the broker answers, and /metrics counts the jobs this worker took:
     give each worker on one machine its own port.
     """
-    from bot.celery_app import run_worker
+    from bot.workers.celery_app import run_worker
 
     config = listening_at(ctx, listen)
     setup_logging(fmt=log_format(ctx))
@@ -618,7 +618,7 @@ def workers(
     A worker is lost when it has not been heard from for worker_lost_seconds (celery section of the
     config); the bot then hands its job to another. Reads the broker (broker_url or CELERY_BROKER_URL).
     """
-    from bot.celery_app import list_workers
+    from bot.workers.celery_app import list_workers
 
     config = settings(ctx)
     found = list_workers(config)
@@ -647,7 +647,7 @@ def workers(
 
 def _requests_by_job(config: Settings) -> dict[str, dict]:
     """The requests whose jobs are under way, by job id, from the bot's state database when there is one here."""
-    from bot.store import Store
+    from bot.requests.store import Store
 
     path = Path(config.bot.state_db)
     if not path.exists():
@@ -675,9 +675,9 @@ def where_it_runs(r) -> str:
 
 def load_dataset(config: Settings, handles: list[str], archives: list[Path] | None):
     """Read the archives (or download, when none are given) and build the dataset."""
-    from bot.archive import open_archive
-    from bot.dataset import build_dataset, pair_archives
-    from bot.mentions import normalize_handles
+    from bot.data.archive import open_archive
+    from bot.data.dataset import build_dataset, pair_archives
+    from bot.handles import normalize_handles
 
     handles = normalize_handles(handles, config.data.max_handles)
     if not archives:
@@ -694,23 +694,23 @@ def archive_path(path: Path) -> Path:
 
 def download_posts(handles: list[str], config: Settings) -> dict:
     """Each person's posts from their network (X, or Bluesky for a domain handle), through its cache."""
-    from bot.mentions import network_of
+    from bot.handles import network_of
 
     networks = {network_of(h) for h in handles}
     if len(networks) > 1:
         raise UsageError("a model is made of people on one network: give X handles or Bluesky handles, not both")
     if networks == {"bluesky"}:
-        from bot.bluesky import BlueskyClient  # reads from Bluesky; see bot/bluesky.py
+        from bot.sources.bluesky import BlueskyClient  # reads from Bluesky; see bot/sources/bluesky.py
 
         with BlueskyClient.from_settings(config) as client:
             return client.download_archives(handles, progress=True, console=err)
-    from bot.x import download_archives  # reads from X; see bot/x.py
+    from bot.sources.x import download_archives  # reads from X; see bot/sources/x.py
 
     return download_archives(handles, config, console=err)
 
 
 def counts_table(dataset) -> Table:
-    from bot.facts import COUNT_ROWS
+    from bot.publishing.facts import COUNT_ROWS
 
     table = Table(title=f"Training data for {dataset.name}", title_justify="left")
     table.add_column("")

@@ -75,7 +75,7 @@ class TrainSettings(Section):
     compile: bool = False
     output_dir: Path = Path("models")
     # Where the bot's training jobs run: a subprocess beside it, Celery workers, or Hugging Face Jobs
-    # (bot.executors, bot.celery_app, bot.hf_jobs).
+    # (bot.workers.local, bot.workers.celery_app, bot.workers.hf_jobs).
     executor: Literal["local", "celery", "hf-jobs"] = "local"
 
 
@@ -142,7 +142,7 @@ class BotSettings(Section):
     @classmethod
     def _blocklist_entries(cls, entries: list[str]) -> list[str]:
         """Each entry a handle (X or Bluesky, "@" optional) or an account id: `x:ID` or a Bluesky DID."""
-        from bot.mentions import normalize_handle
+        from bot.handles import normalize_handle
 
         clean = []
         for entry in entries:
@@ -176,7 +176,7 @@ class CelerySettings(Section):
     visibility_timeout_seconds: float = Field(7200.0, ge=1)
     max_jobs_queued: int = Field(32, ge=1, le=10_000)
     # A job whose worker has not been heard from for this long (it records itself every 5 s,
-    # `bot.celery_app.HEARTBEAT_SECONDS`) is handed to another worker: docs/recovery.md.
+    # `bot.workers.celery_app.HEARTBEAT_SECONDS`) is handed to another worker: docs/recovery.md.
     worker_lost_seconds: float = Field(30.0, ge=15)
     # How long `huggingtweets worker` waits for an unreachable broker at start before it exits non-zero.
     broker_wait_seconds: float = Field(60.0, ge=0)
@@ -187,7 +187,7 @@ class CelerySettings(Section):
 
 
 class HfJobsSettings(Section):
-    """Training on Hugging Face Jobs (`[train] executor = "hf-jobs"`, bot/hf_jobs.py)."""
+    """Training on Hugging Face Jobs (`[train] executor = "hf-jobs"`, bot/workers/hf_jobs.py)."""
 
     # The machine each job gets (a `huggingface_hub.JobHardware` name): a T4 trains a GPT-2 model in minutes.
     flavor: str = Field("t4-small", pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")

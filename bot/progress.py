@@ -12,8 +12,11 @@ does nothing, so callers never need to ask.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+# A function told each step of long work in a short line ("Uploading 9 files"): for callers with a display.
+Progress = Callable[[str], None]
 
 
 class Display:

@@ -1,8 +1,13 @@
-"""Shared fixtures. Loopback servers and synthetic archives live beside this file."""
+"""Shared fixtures. The tests mirror the packages of bot/ (tests/sources/ for bot/sources/, ...); the
+loopback servers and runners they share live in tests/fakes/, importable by name (`from fake_x import FakeX`).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fakes"))
 
 # huggingface_hub reads these once, at import: keep every test off the network and out of the user's cache.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -30,7 +35,7 @@ from fake_hub import FakeHub
 LOOPBACK_HUB = FakeHub().start()
 os.environ["HF_ENDPOINT"] = LOOPBACK_HUB.url
 
-SAMPLE_ARCHIVE = os.path.join(os.path.dirname(__file__), "..", "bot", "samples", "sample_archive.zip")
+SAMPLE_ARCHIVE = os.path.join(os.path.dirname(__file__), "..", "bot", "data", "samples", "sample_archive.zip")
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.mentions import HANDLE_FORMS
-from bot.synthetic import export_files, synthetic_tweets, write_export, write_jsonl
+from bot.handles import HANDLE_FORMS
+from bot.data.synthetic import export_files, synthetic_tweets, write_export, write_jsonl
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -259,7 +259,7 @@ def test_handles_as_people_copy_them_from_a_browser(given):
 
 
 def test_a_bluesky_profile_address_names_its_handle():
-    from bot.mentions import handle_from_input
+    from bot.handles import handle_from_input
 
     assert handle_from_input("https://bsky.app/profile/Alice.bsky.social") == "alice.bsky.social"
     assert handle_from_input("bsky.app/profile/carol.example.com/") == "carol.example.com"

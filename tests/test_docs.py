@@ -15,7 +15,8 @@ import pytest
 
 from bot.config import Settings, parse_settings
 from bot.errors import ConfigError
-from bot.facts import RunFacts
+from bot.publishing.facts import RunFacts
+from bot.requests.store import MIGRATIONS
 
 PROJECT = Path(__file__).resolve().parent.parent
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
@@ -25,7 +26,7 @@ OTHER_NAMES = {
     "huggingface_hub", "hf_xet",  # Python packages
     "run_job", "inspect_job", "list_jobs", "fetch_job_logs", "cancel_job",  # huggingface_hub's Jobs API
     "save_pretrained",  # transformers' method
-    "task_acks_late", "task_reject_on_worker_lost",  # Celery's own options, set by bot/celery_app.py
+    "task_acks_late", "task_reject_on_worker_lost",  # Celery's own options, set by bot/workers/celery_app.py
     "library_name", "pipeline_tag", "sdk_version", "model_type",  # card, Space and config.json metadata
     "referenced_tweets",  # a field of X's post objects
     "hide_in_logs",  # bot/errors.py's function that masks credentials in the libraries' own log lines
@@ -39,13 +40,14 @@ def metric_names() -> set[str]:
     """Every series name the bot's and a worker's /metrics serve (`huggingtweets_...`), as scraped."""
     import tempfile
 
-    from bot.monitoring import BotMonitor, WorkerMonitor
-    from bot.store import Store
+    from bot.requests.monitoring import BotMonitor
+    from bot.workers.monitoring import WorkerMonitor
+    from bot.requests.store import Store
 
     settings = Settings.model_validate({"celery": {"broker_url": "redis://127.0.0.1:1/0"}})
     with tempfile.TemporaryDirectory() as folder:
         store = Store(Path(folder) / "bot.sqlite3")
-        registries = [BotMonitor(settings, store, ["x"]).registry, WorkerMonitor(settings, "redis://127.0.0.1:1/0").registry]
+        registries = [BotMonitor(settings, store, ["x"]).registry, WorkerMonitor(settings, "redis://127.0.0.1:1/0", "t").registry]
         # A family with no series yet (no job has finished) still has the names it will serve.
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "info": ("_info",)}
         names = {family.name + suffix for registry in registries for family in registry.collect()
@@ -55,7 +57,7 @@ def metric_names() -> set[str]:
 
 
 # The state database's tables, which docs/trust.md names where it says what is keyed on what.
-STORE_TABLES = set(re.findall(r"CREATE TABLE (\w+)", "".join(__import__("bot.store").store.MIGRATIONS)))
+STORE_TABLES = set(re.findall(r"CREATE TABLE (\w+)", "".join(MIGRATIONS)))
 
 SECTION_KEY_RE = re.compile(r"\[([a-z_]+(?:\.[a-z_]+)?)\]`?\s+`?([a-z][a-z0-9_]*)\b")
 SECTION_RE = re.compile(r"`\[([a-z_]+(?:\.[a-z_]+)?)\]`")

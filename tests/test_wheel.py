@@ -82,8 +82,8 @@ def _clean_env(tmp: Path) -> dict:
 
 def test_wheel_carries_templates_the_playground_and_assets(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("bot/cards/model_card.md.j2", "bot/samples/sample_archive.zip", "bot/assets/tiny_corpus.txt",
-                   "bot/cli.py", "bot/config.toml", "bot/playground/app.py", "bot/playground/requirements.txt"):
+    for needed in ("bot/publishing/cards/model_card.md.j2", "bot/data/samples/sample_archive.zip", "bot/training/assets/tiny_corpus.txt",
+                   "bot/cli.py", "bot/config.toml", "bot/publishing/playground/app.py", "bot/publishing/playground/requirements.txt"):
         assert needed in names, f"{needed} is not in {wheel.name}"
     assert not any(n.startswith(("tests/", "benchmarks/", "docs/")) or "__pycache__" in n for n in names)
 

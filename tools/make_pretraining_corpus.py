@@ -1,4 +1,4 @@
-"""Builds bot/assets/jargon.txt.gz, the text the tiny base model learns English from.
+"""Builds bot/training/assets/jargon.txt.gz, the text the tiny base model learns English from.
 
     apt-get download jargon-text && dpkg-deb -x jargon-text_*.deb jargon
     python tools/make_pretraining_corpus.py jargon/usr/share/doc/jargon-text/jargon.txt.gz
@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "bot" / "assets" / "jargon.txt.gz"
+OUT = Path(__file__).resolve().parent.parent / "bot" / "training" / "assets" / "jargon.txt.gz"
 
 
 def paragraphs(text: str):
