@@ -89,6 +89,7 @@ def test_each_command_has_help(command):
     assert not re.search(r"<(list|str|int|float|path|Path)\b", result.stdout), result.stdout  # names, not types
 
 
+@pytest.mark.slow
 def test_commands_are_listed_in_the_order_of_the_pipeline_and_help_is_plain_text():
     result = huggingtweets("--help")
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
@@ -382,6 +383,7 @@ def test_malformed_jsonl_line(tmp_path):
 HOSTILE = [h for h in CATALOGUE.values() if not h.heavy]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
 def test_a_hostile_archive_is_one_line_and_exit_1_in_seconds(tmp_path, hostile):
     """Each archive of `hostile_archives.CATALOGUE` that builds quickly (the rest, at full size, are in
@@ -408,6 +410,7 @@ def test_too_little_data_states_each_users_counts(tmp_path):
     assert message.endswith(" kept)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, expected", [
     ("[data]\nmin_word = 2\n", "{config}: unknown key 'data.min_word' (allowed here: min_words, "),
     ("[data]\nmin_words = 0\n", "{config}: 'data.min_words' = 0: Input should be greater than or equal to 1"),
@@ -469,23 +472,51 @@ def test_publish_to_another_organisation_with_the_local_backend(tmp_path):
     assert ".versions" not in result.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_says_so_and_leaves_no_half_folder(sample_archive, tmp_path):
+    """Ctrl-C once the progress bar says a pass is under way (stderr is a terminal, so it draws one)."""
+    import pty
+    import re
+    import select
     import signal
     import time
 
     out = tmp_path / "model"
     config = tmp_path / "long.toml"
     config.write_text("[train]\npatience = 1000\n")  # a long run, to be interrupted
+    terminal, its_end = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "train", "dreamy_kettle",
                                 "--archive", sample_archive, "--base-model", "tiny", "--max-epochs", "100", "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env=os.environ | {"PYTHONPATH": str(PROJECT), "HF_HUB_OFFLINE": "1"})
-    time.sleep(8)  # imports, the dataset and the model: well into training after that
-    assert process.poll() is None
+                               stdout=subprocess.PIPE, stderr=its_end, text=True, cwd=tmp_path,
+                               env=os.environ | {"PYTHONPATH": str(PROJECT), "HF_HUB_OFFLINE": "1", "COLUMNS": "120"})
+    os.close(its_end)
+    shown = b""
+
+    def read(seconds: float) -> bool:
+        nonlocal shown
+        if select.select([terminal], [], [], seconds)[0]:
+            try:
+                chunk = os.read(terminal, 65536)
+            except OSError:  # the command has closed its end
+                return False
+            shown += chunk
+            return bool(chunk)
+        return True
+
+    deadline = time.monotonic() + 180
+    while b"Training: pass" not in shown:
+        assert process.poll() is None and time.monotonic() < deadline, shown.decode(errors="replace")[-2000:]
+        read(1)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == "huggingtweets: error: interrupted; nothing was finished"
+    while read(5) and process.poll() is None:
+        pass
+    process.wait(timeout=60)
+    while read(0.2):  # what is left in the terminal
+        pass
+    os.close(terminal)
+    assert process.returncode == 130, shown.decode(errors="replace")[-2000:]
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace")).splitlines()]
+    assert [line for line in lines if line][-1] == "huggingtweets: error: interrupted; nothing was finished"
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["long.toml"]
 
 

@@ -22,18 +22,18 @@ MENTION_RE = regex.compile(r"([@＠])(?=[A-Za-z0-9_])")
 # An invisible character that keeps "@alice" reading the same while no longer being a mention.
 WORD_JOINER = "\u2060"
 
-# Links as X finds them in a post (twitter-text v3): with a scheme or "www.", or a bare domain. X links a
-# bare domain only when it ends in a real top-level domain; not knowing the list, any word.word counts.
-SCHEME_URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"]+", re.IGNORECASE)
-BARE_DOMAIN_RE = re.compile(
-    r"(?<![\w@.\-/])[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"\.[A-Za-z]{2,63}(?![\w-])(?:/[^\s<>\"]*)?")
+# A link with a scheme, where X may make one: only after a space, punctuation or the start (twitter-text's
+# validUrlPrecedingChars; "0https://x.org" is plain text), running to the next space or control character.
+SCHEME_URL_RE = re.compile(r"(?<![A-Za-z0-9@＠$#＃])(?:https?://|www\.)[^\s<>\"\x00-\x1f\x7f-\x9f]+", re.IGNORECASE)
+# Any link at all, wherever it starts, for `unlink`: what must not become a link is looked for widely.
+ANY_URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"]+", re.IGNORECASE)
 TRAILING_PUNCTUATION = ".,:;!?'\")]}"
 # What stands in for "." in a link that must not be one: it reads as a dot, and no domain holds it.
 DOT_LEADER = "\u2024"
 # Anything that may be a domain, for `unlink`: wider than what X links (any letters, no look at what comes
 # before), since a dot made plain by mistake costs nothing and a link let through is the harm.
-MAYBE_DOMAIN_RE = re.compile(r"[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,63}")
+_LABEL = r"[^\s!-,./:-@\[-^`{-~]+"  # anything but spaces and ASCII punctuation (a hyphen and "_" allowed)
+MAYBE_DOMAIN_RE = re.compile(_LABEL + r"(?:\." + _LABEL + r")*\.[^\W\d_]{2,63}(?:/[^\s<>\"]*)?")
 
 
 def _is_under(link: str, prefix: str) -> bool:
@@ -44,26 +44,25 @@ def _is_under(link: str, prefix: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", rest)) and ".." not in rest
 
 
-def link_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every link X would see in `text`, in order, never overlapping.
+def link_candidates(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every run of `text` that X may make a link of, or part of one, in order and never
+    overlapping (runs that overlap are joined): wider than what X links, as `MAYBE_DOMAIN_RE` is.
 
         >>> text = "see https://huggingface.co/a, or example.com."
-        >>> [text[s:e] for s, e in link_spans(text)]
+        >>> [text[s:e] for s, e in link_candidates(text)]
         ['https://huggingface.co/a', 'example.com']
     """
-    spans = []
-    for m in SCHEME_URL_RE.finditer(text):
-        spans.append((m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))))
-    for m in BARE_DOMAIN_RE.finditer(text):
-        end = m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))
-        if not any(s <= m.start() < e for s, e in spans):
-            spans.append((m.start(), end))
-    kept, pos = [], 0
-    for start, end in sorted(spans):
-        if start >= pos and end > start:
-            kept.append((start, end))
-            pos = end
-    return kept
+    spans = sorted((m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION)))
+                   for pattern in (SCHEME_URL_RE, MAYBE_DOMAIN_RE) for m in pattern.finditer(text))
+    joined: list[tuple[int, int]] = []
+    for start, end in spans:
+        if end <= start:
+            continue
+        if joined and start < joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def unlink(text: str, allowed: Sequence[str] = (), mention: str | None = None) -> str:
@@ -77,7 +76,7 @@ def unlink(text: str, allowed: Sequence[str] = (), mention: str | None = None) -
         'mine https://huggingface.co/org/a, not evil\\u2024com/login'
     """
     kept: list[tuple[int, int]] = []
-    for m in SCHEME_URL_RE.finditer(text):
+    for m in ANY_URL_RE.finditer(text):
         link = m.group().rstrip(TRAILING_PUNCTUATION)
         if any(_is_under(link, prefix) for prefix in allowed):
             kept.append((m.start(), m.start() + len(link)))
@@ -85,7 +84,7 @@ def unlink(text: str, allowed: Sequence[str] = (), mention: str | None = None) -
         for m in re.finditer(r"[@＠](" + re.escape(mention) + r")(?![\w.-])", text, re.IGNORECASE):
             kept.append(m.span(1))
     broken = bytearray(len(text))
-    for pattern in (SCHEME_URL_RE, MAYBE_DOMAIN_RE):
+    for pattern in (ANY_URL_RE, MAYBE_DOMAIN_RE):
         for m in pattern.finditer(text):
             start, end = m.start(), m.start() + len(m.group().rstrip(TRAILING_PUNCTUATION))
             if end > start and not any(s <= start and end <= e for s, e in kept):

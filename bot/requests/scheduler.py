@@ -34,7 +34,7 @@ from bot.requests import replies
 from bot.sources.adapters import Account, Source, Usage
 from bot.config import Settings, XPrices
 from bot.errors import (AccountError, NotEnoughDataError, TransientError, UsageError, UserError, backoff_seconds, clip,
-                        retry_policy)
+                        inert, retry_policy)
 from bot.workers import Executor, JobStatus
 from bot.workers.local import LocalExecutor
 from bot.publishing.facts import RunFacts
@@ -625,9 +625,10 @@ class Bot:
 
 
 def reply_text(r: Request, links: tuple[str, ...] = ()) -> str:
-    """The reply as posted: numbered, and guarded so that it mentions no one but the requester and links
-    nowhere but under `links` (the organisation's own repos)."""
-    return replies.guard(replies.numbered(r.reply_text, r.id), r.requester, links)
+    """The reply as posted: numbered, inert (a sample or an echoed name holds no control characters), and
+    guarded so that it mentions no one but the requester and links nowhere but under `links` (the
+    organisation's own repos)."""
+    return replies.guard(inert(replies.numbered(r.reply_text, r.id)), r.requester, links)
 
 
 def failure_reply(error: BaseException) -> str:

@@ -52,7 +52,7 @@ from bot.errors import (AccountError, TransientError, UsageError, UserError, bac
 from bot.files import write_atomically
 from bot.handles import normalize_handle
 from bot.progress import progress as progress_display
-from bot.data.text import SCHEME_URL_RE, link_spans, shorten_keeping_links
+from bot.data.text import SCHEME_URL_RE, link_candidates, shorten_keeping_links
 
 log = logging.getLogger(__name__)
 
@@ -130,29 +130,36 @@ URL_WEIGHT = 23  # every link is shortened to a t.co link of this length
 # Code points that weigh 1; every other code point weighs 2 (twitter-text v3 "ranges").
 LIGHT_RANGES = ((0x0000, 0x10FF), (0x2000, 0x200D), (0x2010, 0x201F), (0x2032, 0x2037))
 GRAPHEME_RE = regex.compile(r"\X")
-EMOJI_RE = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}\u20e3\ufe0f]")
+# One emoji as X counts it (2): a flag, a keycap, a pictograph with its presentation selector or the skin
+# tone its kind takes, or a subdivision flag with its tags. A sequence of pictographs joined by zero-width
+# joiners is one emoji only when it is on Unicode's list (a family is, most pairs are not): not knowing the
+# list, such a sequence counts as its parts, which is never less than X counts.
+EMOJI_SEQUENCE_RE = regex.compile(
+    r"\p{Regional_Indicator}{1,2}|[0-9#*]\ufe0f?\u20e3"
+    r"|\p{Emoji_Modifier_Base}\ufe0f?[\U0001F3FB-\U0001F3FF]|\p{Extended_Pictographic}\ufe0f?[\U000E0020-\U000E007F]*")
+EMOJI_CHAR_RE = regex.compile(r"[\p{Extended_Pictographic}\p{Regional_Indicator}]")
 
 
 def weighted_length(text: str) -> int:
-    """The length X counts for `text`: 280 is the most a post may have.
+    """The length X counts for `text`, or more, never less: 280 is the most a post may have.
 
         >>> weighted_length("hello"), weighted_length("今日は"), weighted_length("https://huggingface.co/x")
         (5, 6, 23)
 
     Rules (twitter-text v3): text is NFC-normalised; a link counts 23; an emoji (a whole sequence, skin
     tone and joiners included) counts 2; CJK and most scripts past U+10FF count 2 per code point;
-    Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari and the like count 1.
+    Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari and the like count 1. Which words X makes links of
+    depends on its list of top-level domains and on rules of where a link ends: a link it surely makes
+    (`SURE_LINK_RE`) counts 23, and anything else that could be one counts as the most it could cost (its
+    own length, plus what linking its shortest possible part would add), so a post counted as fitting fits.
     """
     text = unicodedata.normalize("NFC", text)
-    total = 0
-    for piece, is_link in _pieces(text):
-        total += _link_weight(piece) if is_link else _plain_weight(piece)
-    return total
+    return sum(_piece_weight(piece, kind) for piece, kind in _pieces(text))
 
 
 def has_link(text: str) -> bool:
-    """Whether X would see a link in `text` (it bills such a post at a higher price)."""
-    return any(is_link for _, is_link in _pieces(unicodedata.normalize("NFC", text)))
+    """Whether X may see a link in `text` (it bills such a post at a higher price): when unsure, yes."""
+    return any(kind != "text" for _, kind in _pieces(unicodedata.normalize("NFC", text)))
 
 
 def fit_reply(text: str, url: str | None = None, limit: int = MAX_WEIGHTED_LENGTH) -> str:
@@ -174,23 +181,44 @@ def fit_reply(text: str, url: str | None = None, limit: int = MAX_WEIGHTED_LENGT
     return _shorten(text, limit - weighted_length(tail)) + tail
 
 
-def _pieces(text: str) -> list[tuple[str, bool]]:
-    """`text` cut into (piece, is_link) runs."""
+# A link X surely makes, and that ends where X ends it: an ASCII host under a top-level domain on X's list,
+# then characters X takes in a link's path and query, ending in one X ends a link with.
+SURE_TLDS = ("com", "org", "net", "co", "io", "ai", "dev", "app", "me", "ly", "gl", "tv", "social", "uk", "de",
+             "fr", "jp", "info", "xyz", "edu", "gov")
+SURE_LINK_RE = re.compile(
+    r"(?:https?://|www\.)(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+(?:" + "|".join(SURE_TLDS) + r")(?![a-z0-9-])"
+    r"(?::[0-9]{1,5})?(?:/(?:[a-z0-9\-._~/%#=&+@!*',;:$|?]*[a-z0-9=_#/+\-])?)?", re.IGNORECASE)
+# What linking the shortest link a word could hold ("a.co", 4 characters counted 23) adds to its length.
+MOST_A_LINK_ADDS = URL_WEIGHT - 4
+
+
+def _pieces(text: str) -> list[tuple[str, str]]:
+    """`text` cut into (piece, kind) runs: "link" (X surely links it), "maybe" (X may link some of it) or
+    "text"."""
     pieces, pos = [], 0
-    for start, end in link_spans(text):
+    for start, end in link_candidates(text):
         if start > pos:
-            pieces.append((text[pos:start], False))
-        pieces.append((text[start:end], True))
+            pieces.append((text[pos:start], "text"))
+        candidate = text[start:end]
+        sure = SURE_LINK_RE.match(candidate) if SCHEME_URL_RE.match(text, start) else None
+        if sure:
+            pieces.append((candidate[:sure.end()], "link"))
+            if sure.end() < end - start:
+                pieces.append((candidate[sure.end():], "maybe"))
+        else:
+            pieces.append((candidate, "maybe"))
         pos = end
     if pos < len(text):
-        pieces.append((text[pos:], False))
+        pieces.append((text[pos:], "text"))
     return pieces
 
 
-def _link_weight(link: str) -> int:
-    if SCHEME_URL_RE.fullmatch(link):
+def _piece_weight(piece: str, kind: str) -> int:
+    if kind == "link":
         return URL_WEIGHT
-    return max(URL_WEIGHT, _plain_weight(link))  # a bare domain: see BARE_DOMAIN_RE
+    if kind == "maybe":  # every link holds a dot: at most as many links as dots, each adding at most so much
+        return _plain_weight(piece) + MOST_A_LINK_ADDS * piece.count(".")
+    return _plain_weight(piece)
 
 
 def _plain_weight(text: str) -> int:
@@ -198,9 +226,10 @@ def _plain_weight(text: str) -> int:
 
 
 def _grapheme_weight(g: str) -> int:
-    if EMOJI_RE.search(g) and not (len(g) == 1 and _is_light(g)):
+    if EMOJI_SEQUENCE_RE.fullmatch(g):  # one emoji, however many code points make it
         return 2
-    return sum(1 if _is_light(ch) else 2 for ch in g)
+    # Anything else one code point at a time, an emoji's counting 2 (X takes "©" for an emoji, too).
+    return sum(2 if EMOJI_CHAR_RE.match(ch) or not _is_light(ch) else 1 for ch in g)
 
 
 def _is_light(ch: str) -> bool:
@@ -211,8 +240,8 @@ def _is_light(ch: str) -> bool:
 def _shorten(text: str, budget: int) -> str:
     """The start of `text` plus "…", then every link that was cut off, within `budget`."""
     units: list[tuple[str, bool]] = []  # graphemes of prose, whole links
-    for piece, is_link in _pieces(text):
-        units.extend([(piece, True)] if is_link else [(g, False) for g in GRAPHEME_RE.findall(piece)])
+    for piece, kind in _pieces(text):
+        units.extend([(piece, True)] if kind != "text" else [(g, False) for g in GRAPHEME_RE.findall(piece)])
 
     return shorten_keeping_links(units, lambda candidate: weighted_length(candidate) <= budget)
 

@@ -58,10 +58,10 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingtweets"
 
 
-def _fingerprint() -> str:
+def _fingerprint(steps: int = PRETRAIN_STEPS) -> str:
     """Changes whenever the recipe or the corpus changes, so a stale cached model is never used."""
     recipe = json.dumps({"arch": ARCHITECTURE, "vocab": VOCAB_SIZE, "seed": SEED, "eos": EOS,
-                         "pretrain": [PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_BLOCK, PRETRAIN_LR, PRETRAIN_THREADS]},
+                         "pretrain": [steps, PRETRAIN_BATCH, PRETRAIN_BLOCK, PRETRAIN_LR, PRETRAIN_THREADS]},
                         sort_keys=True)
     digest = hashlib.sha256(recipe.encode() + CORPUS.read_bytes() + PRETRAINING_CORPUS.read_bytes())
     digest.update(Path(__file__).read_bytes())  # any change to how it is built makes a new one
@@ -77,19 +77,20 @@ def corpus_lines() -> list[str]:
     return jargon + CORPUS.read_text(encoding="utf-8").splitlines()
 
 
-def tiny_model_dir() -> Path:
+def tiny_model_dir(steps: int = PRETRAIN_STEPS) -> Path:
     """The folder of the tiny model, building it first if the cache does not have it yet.
 
     Safe when several processes ask at once: each builds into its own temporary folder and renames
-    it into place; the first rename wins and the others drop theirs.
+    it into place; the first rename wins and the others drop theirs. `steps`: pretraining steps (fewer
+    make a model that writes worse, in less time: the tests of how it is built and cached use them).
     """
-    folder = cache_root() / f"tiny-gpt2-{_fingerprint()}"
+    folder = cache_root() / f"tiny-gpt2-{_fingerprint(steps)}"
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
-        build_tiny_model(tmp)
+        build_tiny_model(tmp, steps)
         try:
             os.rename(tmp, folder)
         except OSError:
@@ -120,8 +121,8 @@ def build_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(folder: str | Path) -> Path:
-    """Write the tiny model (config, pretrained weights, tokenizer) into `folder`."""
+def build_tiny_model(folder: str | Path, steps: int = PRETRAIN_STEPS) -> Path:
+    """Write the tiny model (config, pretrained weights, tokenizer) into `folder`, pretrained `steps` steps."""
     import torch
     import transformers
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -136,7 +137,7 @@ def build_tiny_model(folder: str | Path) -> Path:
         model = GPT2LMHeadModel(config)
         torch.set_num_threads(PRETRAIN_THREADS)
         try:
-            pretrain(model, tokenizer)
+            pretrain(model, tokenizer, steps)
         finally:
             torch.set_num_threads(threads)
     model.save_pretrained(folder)
@@ -144,7 +145,7 @@ def build_tiny_model(folder: str | Path) -> Path:
     return Path(folder)
 
 
-def pretrain(model, tokenizer) -> float:
+def pretrain(model, tokenizer, steps: int = PRETRAIN_STEPS) -> float:
     """Teach `model` the corpus: AdamW, a short warm-up, then cosine decay to a tenth. Returns the last loss."""
     import torch
 
@@ -157,9 +158,9 @@ def pretrain(model, tokenizer) -> float:
             module.p = 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, betas=(0.9, 0.95), weight_decay=0.1)
     order = torch.Generator().manual_seed(SEED)
-    warmup = PRETRAIN_STEPS // 10
-    for step in range(PRETRAIN_STEPS):
-        decay = 0.5 * (1 + math.cos(math.pi * step / PRETRAIN_STEPS))
+    warmup = max(1, steps // 10)
+    for step in range(steps):
+        decay = 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
             group["lr"] = PRETRAIN_LR * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * decay)
         batch = torch.randint(len(ids), (PRETRAIN_BATCH,), generator=order)

@@ -623,7 +623,7 @@ def list_workers(settings: Settings) -> list[dict]:
     except (redis.exceptions.RedisError, OSError) as e:
         raise UserError(mask(clip(f"cannot read the workers from the broker at {shown_url(url)} ({e}); check that "
                                   "Redis runs there and that CELERY_BROKER_URL or [celery] broker_url names it"),
-                             [urlsplit(url).password or ""])) from None
+                             broker_secrets(url))) from None
     finally:
         client.close()
     workers = []

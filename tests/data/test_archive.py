@@ -255,6 +255,7 @@ def test_bundled_sample_is_rebuilt_byte_for_byte(tmp_path, sample_archive):
     assert rebuilt.read_bytes() == Path(sample_archive).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_big_export_streams_in_bounded_memory(tmp_path):
     """20,000 posts (about 8 MB of tweets.js) are read while holding only a few posts at a time."""
     entries = [v2_to_export(t) for t in synthetic_tweets(2_000, seed=1)]
@@ -421,6 +422,7 @@ def test_unknown_kind_of_file(tmp_path):
 QUICK = [h for h in CATALOGUE.values() if not h.heavy]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hostile", QUICK, ids=[h.name for h in QUICK])
 def test_a_hostile_archive_is_one_line_that_names_the_file_and_the_limit(tmp_path, hostile):
     path = hostile.build(tmp_path)

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import twitter_rules
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
@@ -492,7 +493,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, {"title": "Invalid Request", "status": 400, "type": PROBLEMS + "invalid-request",
                                  "detail": "One or more parameters to your request was invalid.",
                                  "errors": [{"message": "$.text: must not be empty"}]})
-        if simple_weighted_length(text) > 280:
+        if weighted_length(text) > 280:
             raise ApiError(403, _forbidden("Your Tweet text is too long. For more information on how X determines "
                                            "text length see https://github.com/twitter/twitter-text."))
         with fake.lock:
@@ -526,17 +527,10 @@ class _Handler(BaseHTTPRequestHandler):
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def simple_weighted_length(text: str) -> int:
-    """X's length rule, done independently of bot/sources/x.py so a test can catch it: links 23, wide characters 2."""
-    text = unicodedata.normalize("NFC", text)
-    total = 0
-    for part in re.split(r"(https?://\S+)", text):
-        if re.fullmatch(r"https?://\S+", part):
-            total += 23
-        else:
-            total += sum(1 if ord(c) <= 0x10FF or 0x2000 <= ord(c) <= 0x200D or 0x2010 <= ord(c) <= 0x201F
-                         or 0x2032 <= ord(c) <= 0x2037 else 2 for c in part)
-    return total
+def weighted_length(text: str) -> int:
+    """The length X counts for a post, by X's own rules (twitter-text v3, `twitter_rules`), not by the bot's
+    reading of them in bot/sources/x.py: a test can then catch the bot counting wrong."""
+    return twitter_rules.weighted_length(text)
 
 
 def _tweet_view(t: dict, fields: set[str]) -> dict:
@@ -555,8 +549,9 @@ def _entities(text: str) -> dict:
     found: dict[str, list] = {}
     for m in re.finditer(r"@([A-Za-z0-9_]{1,15})", text):
         found.setdefault("mentions", []).append({"start": m.start(), "end": m.end(), "username": m.group(1)})
-    for m in re.finditer(r"https?://\S+", text):
-        found.setdefault("urls", []).append({"start": m.start(), "end": m.end(), "url": m.group(),
+    for link in twitter_rules.extract_urls_with_indices(text):
+        (start, end), url = link["indices"], link["url"]
+        found.setdefault("urls", []).append({"start": start, "end": end, "url": url,
                                              "expanded_url": "https://example.org/page", "display_url": "example.org/page"})
     for m in re.finditer(r"#(\w+)", text):
         found.setdefault("hashtags", []).append({"start": m.start(), "end": m.end(), "tag": m.group(1)})

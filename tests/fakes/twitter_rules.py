@@ -21,7 +21,7 @@ except ImportError:
     shim.resource_string = lambda module, name: (Path(sys.modules[module].__file__).parent / name).read_bytes()
     sys.modules["pkg_resources"] = shim
 
-from twitter_text import extract_urls_with_indices, parse_tweet  # noqa: E402
+from twitter_text import extract_urls_with_indices, parse_tweet  # noqa: E402,F401 - the indices for X's entities
 
 
 def extract_urls(text: str) -> list[str]:

@@ -147,6 +147,7 @@ def test_samples_in_the_card_are_escaped_and_ping_no_one():
     assert render_card(facts, Settings()).data.widget == [{"text": "My dream is"}]  # no best sample: no output
 
 
+@pytest.mark.slow
 def test_japanese_user_gets_language_ja(tmp_path, monkeypatch):
     from bot.data.archive import open_archive
     from bot.config import TrainSettings

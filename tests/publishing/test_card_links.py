@@ -83,6 +83,7 @@ def test_addresses_in_names_and_samples_make_no_link(text):
     assert not re.search(r"evil\.com|example\.com", "".join(links.text)), "a bare domain left whole"
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=hostile_text, sample=hostile_text)
 def test_no_hostile_name_or_sample_makes_a_link_or_keeps_a_bidi_control(name, sample):

@@ -181,6 +181,7 @@ def test_publishing_again_with_a_file_fewer_deletes_it_in_one_commit(model_folde
     assert ".gitattributes" in repo.files  # the Hub's own file is kept
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["hub", "local"])
 def test_a_publish_for_a_request_is_made_once_however_often_it_runs(model_folder, settings, writer, tmp_path, backend):
     if backend == "local":
@@ -287,6 +288,7 @@ def test_last_published_and_model_url(model_folder, settings, writer):
     assert model_url("huggingtweets/alice", settings) == f"{writer.url}/huggingtweets/alice"
 
 
+@pytest.mark.slow
 def test_a_first_publish_that_keeps_failing_leaves_no_empty_repo(model_folder, settings, writer):
     writer.fail_next("/api/models/huggingtweets/alice/commit", 503, times=100)
     with pytest.raises(HubUnavailableError):
@@ -310,6 +312,7 @@ def test_an_answer_that_cannot_be_read_is_one_line_not_a_traceback(model_folder,
 # -- through the command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_publish_prints_the_urls(model_folder, writer, tmp_path):
     result = run_cli(["publish", str(model_folder)], tmp_path, {"HF_TOKEN": writer.token})
     assert result.returncode == 0, result.stderr
@@ -345,6 +348,7 @@ def make_repos(hub, names: list[str]) -> None:
     hub.create_repo("elsewhere/alice")
 
 
+@pytest.mark.slow
 def test_delete_with_yes_removes_alice_and_alice_bob_but_not_malice(fake_hub, tmp_path):
     make_repos(fake_hub, ["alice", "alice-bob", "bob-alice-carol", "malice", "alice_b", "bob"])
 
@@ -356,6 +360,7 @@ def test_delete_with_yes_removes_alice_and_alice_bob_but_not_malice(fake_hub, tm
     assert "huggingtweets/alice-bob" in result.stdout and "Deleted 3 repos." in result.stdout
 
 
+@pytest.mark.slow
 def test_delete_asks_first(fake_hub, tmp_path):
     make_repos(fake_hub, ["alice", "alice-bob", "malice"])
     env = {"HF_TOKEN": fake_hub.token}
@@ -446,6 +451,7 @@ def test_local_find_and_delete(model_folder, local_settings, tmp_path):
     assert sorted(p.name for p in (tmp_path / "hub" / "huggingtweets" / ".versions").iterdir()) == ["malice"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cut", [None, 12, 20, 31])
 def test_a_hub_that_echoes_the_token_shows_no_part_of_it(model_folder, fake_hub, tmp_path, cut):
     token = "hf_" + "not-a-real-token-echoed-abc"
@@ -458,6 +464,7 @@ def test_a_hub_that_echoes_the_token_shows_no_part_of_it(model_folder, fake_hub,
     assert token[:8] not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_is_an_error_in_seconds(tmp_path):
     import socket
     import time

@@ -98,6 +98,7 @@ def playground_module():
 # --- the playground's logic ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_models_are_listed_newest_first_and_found_by_handle(local_hub):
     app = playground_module()
@@ -193,6 +194,7 @@ def test_a_deleted_model_leaves_the_list_and_memory(model_folders, tmp_path):
         playground.generate("tea_ghost", "")
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_models_on_the_hub_are_listed_downloaded_and_forgotten_when_deleted(model_folders, fake_hub, monkeypatch,
                                                                             tmp_path):
@@ -256,6 +258,7 @@ def served(local_hub, tmp_path_factory):
             log.close()
 
 
+@pytest.mark.slow
 @needs_gradio
 def test_the_command_serves_says_where_and_nothing_meant_for_a_python_caller(served):
     from gradio_client import Client
@@ -289,6 +292,7 @@ def browser():
     chrome.quit()
 
 
+@pytest.mark.slow
 @needs_gradio
 @needs_browser
 def test_in_a_browser_choose_a_model_generate_and_read_inert_text(served, browser, tmp_path):
@@ -411,6 +415,7 @@ def test_deploy_removes_files_the_app_no_longer_has(writer):
     assert "old_app.py" not in writer.repos[SPACE].files and len(writer.repos[SPACE].commits) == 4
 
 
+@pytest.mark.slow
 def test_deploy_from_the_command_line(writer, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'[hub]\norganization = "{ORG}"\nmax_retries = 1\n[space]\nname = "try-it"\n', encoding="utf-8")
@@ -428,6 +433,7 @@ def test_deploy_from_the_command_line(writer, tmp_path):
     assert writer.token not in first.stdout + first.stderr
 
 
+@pytest.mark.slow
 def test_deploy_without_a_token_is_one_clear_line(fake_hub, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"} | {"PYTHONPATH": str(PROJECT),
                                                                        "HF_HOME": str(tmp_path / "hf")}
@@ -438,6 +444,7 @@ def test_deploy_without_a_token_is_one_clear_line(fake_hub, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_space_runs_the_gradio_the_extra_pins_and_the_projects_ranges():
     from bot.publishing.space import GRADIO_VERSION
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bot_process import BotRunner, status_json  # noqa: F401
+from bot_process import BotRunner, keyed_commits, status_json  # noqa: F401
 from fake_x import FakeX
 
 
@@ -33,6 +33,7 @@ def bot(tmp_path, x, fake_hub):
     return BotRunner(tmp_path, x, fake_hub)
 
 
+@pytest.mark.slow
 def test_a_mention_becomes_a_published_model_and_a_reply_with_its_link(bot, x, fake_hub):
     mention = x.add_mention("carol", "@huggingtweets train @dora")
     result = bot.run_ok()
@@ -41,6 +42,7 @@ def test_a_mention_becomes_a_published_model_and_a_reply_with_its_link(bot, x, f
     assert {"model.safetensors", "README.md", "predictions.png", "run.json"} <= set(repo.files)
     [reply] = bot.replies_to(mention)
     assert "/huggingtweets/dora" in reply and "My dream is" in reply
+    assert reply.splitlines()[0].endswith("(request #1)")  # the number `huggingtweets status` shows
     assert "@dora" not in reply  # the person modelled is not pinged
     assert bot.states() == {mention: "done"}
     assert "request 1: training -> publishing" in result.stderr
@@ -52,6 +54,7 @@ def test_a_mention_becomes_a_published_model_and_a_reply_with_its_link(bot, x, f
         assert json.loads(db.execute("SELECT accounts FROM published").fetchone()[0]) == [["x", dora]]
 
 
+@pytest.mark.slow
 def test_requests_that_cannot_be_served_get_a_reply_that_says_why(bot, x):
     help_ = x.add_mention("carol", "@huggingtweets help")
     too_many = x.add_mention("carol", "@huggingtweets train @a @b @c @d")
@@ -74,6 +77,7 @@ def test_requests_that_cannot_be_served_get_a_reply_that_says_why(bot, x):
     assert len(x.posted) == 7  # one reply each, none for the chatter
 
 
+@pytest.mark.slow
 def test_opting_out_deletes_the_persons_models_and_stops_new_ones(bot, x, fake_hub):
     for name in ("dora", "dora-eli", "adora"):
         fake_hub.create_repo(f"huggingtweets/{name}")
@@ -88,6 +92,7 @@ def test_opting_out_deletes_the_persons_models_and_stops_new_ones(bot, x, fake_h
     assert "huggingtweets/dora" not in fake_hub.repos
 
 
+@pytest.mark.slow
 def test_a_recent_model_is_reused_without_downloading_or_training(bot, x, fake_hub):
     first = x.add_mention("carol", "@huggingtweets @eli")
     bot.run_ok()
@@ -109,6 +114,7 @@ CRASH_POINTS = ["ingested", "entered:downloading", "entered:training", "entered:
                 "before_reply", "reply_sent"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("round_", [1, 2, 3])
 def test_a_crash_at_every_step_loses_nothing_and_replies_once(bot, x, fake_hub, round_):
     """kill -9 the bot at each step in turn, restarting it after each crash; then let it finish."""
@@ -129,9 +135,13 @@ def test_a_crash_at_every_step_loses_nothing_and_replies_once(bot, x, fake_hub, 
         assert len(bot.replies_to(mention)) == 1, mention
     assert set(bot.states().values()) == {"done"}
     assert len(bot.states()) == len(mentions) + 1
-    assert len(fake_hub.repos["huggingtweets/dora"].commits) >= 1
+    # Published once for its request, whatever the crashes (the repo's first commit is the Hub's own).
+    assert len(keyed_commits(fake_hub, "huggingtweets/dora")) == 1
+    if round_ == 3:
+        assert len(keyed_commits(fake_hub, "huggingtweets/eli")) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_a_restart_resumes(bot, x, fake_hub):
     import signal
     import time
@@ -162,6 +172,7 @@ def test_sigterm_stops_cleanly_and_a_restart_resumes(bot, x, fake_hub):
     assert len(bot.replies_to(mention)) == 1
 
 
+@pytest.mark.slow
 def test_status_shows_the_queue(bot, x):
     x.add_mention("carol", "@huggingtweets train @locked_box")
     bot.run_ok()
@@ -172,6 +183,7 @@ def test_status_shows_the_queue(bot, x):
     assert "protected" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_demo_answers_its_sample_mention_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("X_", "HF_TOKEN"))}
     # Square brackets in a mention are text, not terminal markup.
@@ -200,13 +212,14 @@ def test_the_demo_answers_its_sample_mention_offline(tmp_path):
     assert "<img" not in card  # the sample's made-up account has no picture to show
 
 
+@pytest.mark.slow
 def test_a_passing_hub_failure_is_retried_and_a_lasting_one_gets_a_reply(bot, x, fake_hub):
     bot.write_config(retry_base_seconds=0, max_attempts=2)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
     fake_hub.fail_next("/api/models/huggingtweets/dora/commit", 503, times=2)  # more than the Hub client retries
     bot.run_ok()
     assert bot.states() == {mention: "done"}  # the bot's own retry published it
-    assert len(fake_hub.repos["huggingtweets/dora"].commits) >= 1
+    assert len(keyed_commits(fake_hub, "huggingtweets/dora")) == 1
     assert len(bot.replies_to(mention)) == 1
 
     second = x.add_mention("dave", "@huggingtweets train @eli")
@@ -216,6 +229,7 @@ def test_a_passing_hub_failure_is_retried_and_a_lasting_one_gets_a_reply(bot, x,
     assert "something went wrong" in bot.replies_to(second)[0]
 
 
+@pytest.mark.slow
 def test_a_missing_credential_stops_the_bot_at_once_with_one_line(bot):
     env = {k: v for k, v in bot.env().items() if k not in ("X_API_SECRET", "HF_TOKEN")}
     result = subprocess.run([sys.executable, "-m", "bot", "--config", str(bot.config), "run"],
@@ -225,6 +239,7 @@ def test_a_missing_credential_stops_the_bot_at_once_with_one_line(bot):
     assert "X_API_SECRET" in line and "HF_TOKEN" in line and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_reply_x_keeps_refusing_waits_for_a_later_run_instead_of_spinning(bot, x):
     bot.write_config(retry_base_seconds=0)
     mention = x.add_mention("carol", "@huggingtweets help")
@@ -241,6 +256,7 @@ def test_a_reply_x_keeps_refusing_waits_for_a_later_run_instead_of_spinning(bot,
     assert x.count("/2/tweets", "POST") == 2
 
 
+@pytest.mark.slow
 def test_a_training_job_over_its_time_limit_is_killed_not_the_bot(bot, x):
     bot.write_config(job_timeout_seconds=1, retry_base_seconds=0, max_attempts=2)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
@@ -253,6 +269,7 @@ def test_a_training_job_over_its_time_limit_is_killed_not_the_bot(bot, x):
 # --- the pipeline's contract: what each step hands the next, and failures that say whether to retry ---
 
 
+@pytest.mark.slow
 def test_the_job_trains_on_the_dataset_the_download_saved_even_when_x_changes_in_between(bot, x):
     bot.write_config(max_attempts=2)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
@@ -274,6 +291,7 @@ def test_the_job_trains_on_the_dataset_the_download_saved_even_when_x_changes_in
     assert facts["train_posts"] == len(saved["train.jsonl"].splitlines())
 
 
+@pytest.mark.slow
 def test_a_refused_hub_token_fails_the_request_after_one_attempt(bot, x, fake_hub):
     bot.write_config(retry_base_seconds=0, max_attempts=3)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
@@ -290,6 +308,7 @@ def test_a_refused_hub_token_fails_the_request_after_one_attempt(bot, x, fake_hu
     assert token not in result.stderr and token[:12] not in reason
 
 
+@pytest.mark.slow
 def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
     # The client gives up on waits over a second; the back-off alone would retry at once.
     bot.write_config(x={"rate_limit_max_wait_seconds": 1}, retry_base_seconds=0)
@@ -310,6 +329,7 @@ def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
 # --- what each request costs on X ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_status_shows_what_each_request_cost_on_x(bot, x):
     new = x.add_mention("carol", "@huggingtweets train @dora")
     bot.run_ok()
@@ -329,6 +349,7 @@ def test_status_shows_what_each_request_cost_on_x(bot, x):
     assert "$1.110" in table and "Spent today (UTC): $" in table
 
 
+@pytest.mark.slow
 def test_a_daily_budget_stops_new_downloads_with_a_polite_reply(bot, x):
     bot.write_config(daily_budget_usd=1.0)  # a whole timeline (3,200 posts) may cost $16
     mention = x.add_mention("carol", "@huggingtweets train @eli")
@@ -338,6 +359,7 @@ def test_a_daily_budget_stops_new_downloads_with_a_polite_reply(bot, x):
     assert x.count("/2/users/2001/tweets") == 0  # no post of eli's was read (paid for)
 
 
+@pytest.mark.slow
 def test_replies_can_name_the_model_without_a_link(bot, x):
     bot.write_config(reply_link=False)
     mention = x.add_mention("carol", "@huggingtweets train @dora")

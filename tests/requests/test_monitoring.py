@@ -102,6 +102,7 @@ def stop(process: subprocess.Popen) -> int:
 # --- the bot's /healthz, over HTTP, from the real command ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_healthz_turns_503_when_polls_fail_or_the_database_turns_read_only_and_back(tmp_path):
     """One bot, polling every second; /healthz says 503 after two missed polls."""
     state = tmp_path / "state"
@@ -203,6 +204,7 @@ def scrape(bot: Bot) -> dict:
     return metrics(generate_latest(bot.monitor.registry).decode())
 
 
+@pytest.mark.slow
 def test_metrics_follow_a_burst_of_mentions_through_the_bot_and_survive_a_restart(local_settings):
     bot = Bot(local_settings)
     before = scrape(bot)
@@ -272,6 +274,7 @@ def test_jobs_are_labelled_by_worker_name_or_flavor_never_by_a_url_new_for_each_
 # --- a worker's /healthz: its broker -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server binary on this machine (apt-get install redis-server)")
 def test_a_workers_healthz_says_when_its_broker_cannot_be_reached_and_when_it_answers(tmp_path):
     redis = RedisServer(tmp_path)  # its port chosen, nothing listening yet

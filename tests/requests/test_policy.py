@@ -135,6 +135,7 @@ def test_blocklisted_requesters_and_the_bot_itself_are_ignored(store):
     assert ask(store, "@huggingtweets train @a", author="huggingtweets", mention_id="2").state == "ignored"
 
 
+@pytest.mark.slow
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=280), author=st.from_regex(r"[A-Za-z0-9_]{1,15}", fullmatch=True),
        reply=st.booleans(), mode=st.sampled_from(["public", "consented", "self"]))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import regex
 from hypothesis import given, settings as hsettings, strategies as st
 
@@ -29,6 +30,7 @@ handle = st.from_regex(r"[A-Za-z0-9_]{1,20}", fullmatch=True)
 noise = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
 
 
+@pytest.mark.slow
 @hsettings(max_examples=300, deadline=None)
 @given(requester=handle, pieces=st.lists(st.one_of(noise, handle.map(lambda h: "@" + h), handle.map(lambda h: "＠" + h),
                                                     st.sampled_from(["@", "＠", "@@", ".@", "@\u2060x"])), max_size=12))
@@ -55,6 +57,7 @@ link_like = st.sampled_from([
     "alice.bsky.social", "https://bsky.app/profile/alice"])
 
 
+@pytest.mark.slow
 @hsettings(max_examples=400, deadline=None)
 @given(pieces=st.lists(st.one_of(noise, link_like, st.sampled_from([" ", ".", "/", ":", "\n"])), max_size=10),
        names=st.lists(st.one_of(handle, link_like), max_size=3), requester=handle)

@@ -60,6 +60,7 @@ def seed_published(bot: BotRunner, x: FakeX, handle: str, request_key: str, samp
 # --- 1. consent follows the person, not the name ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_opt_out_survives_a_rename_and_deletes_models_under_the_old_name(tmp_path, x, fake_hub):
     bot = BotRunner(tmp_path, x, fake_hub)
     seed_published(bot, x, "dora", "1 (x mention 1)")
@@ -80,6 +81,7 @@ def test_an_opt_out_survives_a_rename_and_deletes_models_under_the_old_name(tmp_
     assert not any(repo.startswith("huggingtweets/dora") for repo in fake_hub.repos)
 
 
+@pytest.mark.slow
 def test_a_blocklisted_account_stays_blocked_after_a_rename(tmp_path, x, fake_hub):
     spammer = x.add_user("spammer")
     bot = BotRunner(tmp_path, x, fake_hub)
@@ -94,6 +96,7 @@ def test_a_blocklisted_account_stays_blocked_after_a_rename(tmp_path, x, fake_hu
     assert "huggingtweets/eli" not in fake_hub.repos and spammer.username == "fresh_face"
 
 
+@pytest.mark.slow
 def test_a_blocklisted_handle_is_tied_to_its_account_before_the_first_mention(tmp_path, x, fake_hub):
     x.add_user("troll")
     bot = BotRunner(tmp_path, x, fake_hub)
@@ -120,6 +123,7 @@ def ticket_of(folder: Path, archive: str, **train) -> dict:
     return job.Ticket.from_folder(folder).model_dump(mode="json")
 
 
+@pytest.mark.slow
 def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fake_hub, sample_archive):
     from redis_queue import Queue
 
@@ -175,6 +179,7 @@ def test_a_forged_task_message_publishes_nothing_and_writes_nothing(tmp_path, fa
 # --- 3. the bot believes the Hub, not the result ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_forged_result_gets_no_reply_with_its_link_and_is_never_reused(tmp_path, x, fake_hub):
     from redis_queue import Queue
 
@@ -234,6 +239,7 @@ def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 1
     return found
 
 
+@pytest.mark.slow
 def test_a_published_model_whose_commit_is_gone_is_not_reused(tmp_path, x, fake_hub):
     bot = BotRunner(tmp_path, x, fake_hub)
     lone = x.add_user("lone", posts=30)
@@ -253,6 +259,7 @@ def test_a_published_model_whose_commit_is_gone_is_not_reused(tmp_path, x, fake_
 # --- 4. the budget holds, replies included ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_daily_budget_holds_with_replies_and_the_rest_waits_for_tomorrow(tmp_path, x, fake_hub):
     """The issue's day: a model reused by eight people and ten asking for help, on a dollar a day."""
     bot = BotRunner(tmp_path, x, fake_hub)
@@ -287,6 +294,7 @@ def bot_status(bot: BotRunner) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_a_request_that_could_never_fit_the_budget_is_refused_with_a_reason(tmp_path, x, fake_hub):
     bot = BotRunner(tmp_path, x, fake_hub)
     bot.write_config(daily_budget_usd=0.5)  # one full timeline (150 posts) costs $0.75
@@ -296,6 +304,7 @@ def test_a_request_that_could_never_fit_the_budget_is_refused_with_a_reason(tmp_
     assert x.count(f"/2/users/{x.user('dora').id}/tweets") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["inf", "nan", "-1.0"])
 def test_an_infinite_or_negative_budget_is_a_config_error(tmp_path, value):
     config = tmp_path / "config.toml"
@@ -312,6 +321,7 @@ HOSTILE_LOG = ("\x1b]0;pwned title\x07\x1b[2J\x1b[31mred alert\x1b[0m \x9b2J C1 
                "token {head}\n{tail} rest\n")
 
 
+@pytest.mark.slow
 def test_a_hostile_job_log_reaches_no_terminal_store_or_file_raw(tmp_path, fake_hub, monkeypatch):
     from bot.workers.hf_jobs import HfJobsExecutor
 

@@ -133,6 +133,7 @@ def test_a_revoked_session_is_logged_in_again_once(fake, tmp_path, max_retries):
 # --- mentions ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mentions_all_pages_oldest_first_and_resume(client, fake):
     authors = ["dave.bsky.social", "erin.bsky.social", "frank.example.org"]
     bot_post = fake.add_post(fake_bsky.BOT_HANDLE, "Hello, I make models of posts")
@@ -176,6 +177,7 @@ def test_a_mention_indexed_late_is_still_read(client, fake):
     assert old not in [m.id for m in client.mentions_since(cursor)]
 
 
+@pytest.mark.slow
 def test_a_first_read_takes_the_latest_800(client, fake):
     uris = [fake.add_mention("dave.bsky.social", f"help {i}") for i in range(850)]
     mentions = client.mentions_since(None)
@@ -344,6 +346,7 @@ def test_a_reply_is_fitted_to_300_graphemes_keeping_the_link(client, fake, body)
     assert post_length(sent) >= 250  # it shortens only as much as it must
 
 
+@pytest.mark.slow
 @settings_(max_examples=200, deadline=None)
 @given(st.text(min_size=0, max_size=700), st.sampled_from(["", " " + LINK, " https://example.org/" + "x" * 400]))
 def test_fit_post_always_fits_and_keeps_a_link_that_fits(text, link):
@@ -388,6 +391,7 @@ def test_replying_to_a_deleted_post_is_a_permanent_error(client, fake):
 # --- faults ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", [
     dict(status=503),
     dict(status=500),
@@ -478,6 +482,7 @@ def test_a_refusal_is_not_retried(client, fake):
 # --- secrets -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_password_or_token_in_logs_or_errors(fake, settings, caplog):
     caplog.set_level(logging.DEBUG)
     sky = BlueskyClient.from_settings(settings, environ=fake.env())
@@ -527,6 +532,7 @@ def huggingtweets_cli(*args, env: dict, cwd: Path):
                           cwd=cwd, env=os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"} | env)
 
 
+@pytest.mark.slow
 def test_download_reads_a_bluesky_handle_from_bluesky(fake, tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(f'[bluesky]\ncache_dir = "{tmp_path / "cache"}"\n', encoding="utf-8")

@@ -49,6 +49,7 @@ def test_the_saved_dataset_loads_back_exactly(tmp_path, dataset):
     assert sorted(p.name for p in folder.iterdir()) == ["data", "job.json"]
 
 
+@pytest.mark.slow
 def test_the_job_runs_from_the_folder_alone(tmp_path, dataset):
     folder = prepared(tmp_path, dataset)
     elsewhere = tmp_path / "elsewhere"
@@ -62,6 +63,7 @@ def test_the_job_runs_from_the_folder_alone(tmp_path, dataset):
     assert list(elsewhere.iterdir()) == []  # nothing written beside it
 
 
+@pytest.mark.slow
 def test_a_failing_job_says_why_and_whether_to_try_again(tmp_path, dataset):
     folder = prepared(tmp_path, dataset)
     spec = json.loads((folder / "job.json").read_text())
@@ -93,6 +95,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["while it starts", "once it has loaded torch"])
 def test_the_job_dies_with_the_bot_that_started_it(tmp_path, dataset, when):
     """A bot killed with kill -9, even before its job's first import is done, takes the job with it."""
@@ -122,6 +125,7 @@ def _maps(pid: int) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_the_executor_starts_no_job_while_another_holds_the_lock(tmp_path, dataset):
     folder = prepared(tmp_path, dataset)
     executor = LocalExecutor(tmp_path, timeout_seconds=300)

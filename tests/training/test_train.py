@@ -59,18 +59,21 @@ def test_tiny_tokenizer_has_the_asserted_vocabulary_and_round_trips_any_text(tin
     assert len(ids) < len(text.encode())  # merges were learned: fewer tokens than bytes
 
 
+@pytest.mark.slow
 def test_tiny_model_is_built_once_deterministically_and_small(tiny_cache, tmp_path):
+    """The session's tiny base comes from the cache; two builds of the same recipe are the same bytes (with
+    fewer pretraining steps, which build the same way in a few seconds)."""
     from bot.training import tiny
 
     first = tiny.tiny_model_dir()
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     assert tiny.tiny_model_dir() == first
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not rebuilt
-    size = sum(p.stat().st_size for p in first.iterdir())
-    assert size < 5_000_000
-    other = tiny.build_tiny_model(tmp_path / "again")
+    assert sum(p.stat().st_size for p in first.iterdir()) < 5_000_000
+    one, other = (tiny.build_tiny_model(tmp_path / name, steps=20) for name in ("one", "other"))
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
-        assert (other / name).read_bytes() == (first / name).read_bytes(), name
+        assert (one / name).read_bytes() == (other / name).read_bytes(), name
+    assert (one / "model.safetensors").read_bytes() != (first / "model.safetensors").read_bytes()  # steps count
 
 
 def test_the_tiny_base_already_knows_some_english(tiny_cache, sample_dataset):
@@ -98,8 +101,9 @@ def test_tiny_cache_location_follows_the_environment(monkeypatch, tmp_path):
     assert cache_root() == tmp_path / "mine"
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_tiny_model_at_once_both_succeed(tmp_path):
-    code = "from bot.training.tiny import tiny_model_dir; print(tiny_model_dir())"
+    code = "from bot.training.tiny import tiny_model_dir; print(tiny_model_dir(steps=20))"
     env = _env(tmp_path)
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
@@ -163,6 +167,7 @@ def test_mentions_are_neutralised_but_read_the_same():
 # --- the loop -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_on_cpu(tiny_cache, sample_dataset, tmp_path):
     from bot.training.train import train_model
 
@@ -288,6 +293,7 @@ def trained(tmp_path_factory, tiny_cache):
     return proc, out, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_train_command_writes_the_folder_and_says_where_how_good_and_how_long(trained):
     proc, out, _ = trained
     assert proc.returncode == 0, proc.stderr
@@ -384,6 +390,7 @@ def test_published_samples_never_carry_a_live_mention(trained):
         assert "\n" not in sample and "<|endoftext|>" not in sample
 
 
+@pytest.mark.slow
 def test_train_command_refuses_bad_input_in_one_line(tmp_path, tiny_cache):
     archive = str(ROOT / "bot" / "data" / "samples" / "sample_archive.zip")
     (tmp_path / "notes").mkdir()

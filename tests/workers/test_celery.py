@@ -18,9 +18,9 @@ from redis_queue import REDIS_SERVER, Queue, free_port
 from bot_process import BotProcess, assert_each_answered_once, keyed_commits, mention_burst, replies_to
 from fake_x import FakeX
 
-from bot.workers.celery_app import HEARTBEAT_SECONDS, check_name_free, default_worker_name, wait_for_broker
+from bot.workers.celery_app import HEARTBEAT_SECONDS, check_name_free, default_worker_name, list_workers, wait_for_broker
 from bot.cli import to_toml
-from bot.config import CelerySettings
+from bot.config import CelerySettings, Settings
 from bot.errors import UsageError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,12 @@ class BotOnQueue(BotProcess):
         return "\n".join(f"--- {name}\n{path.read_text(errors='replace')[-2000:]}" for name, path in self.queue.logs.items())
 
 
+@pytest.mark.slow
 def test_two_workers_train_a_burst_of_mentions_and_each_gets_one_reply(bot, x, fake_hub):
+    # Both take jobs before the burst comes: with three jobs and two ready workers, each trains one at least.
+    settings = Settings.model_validate({"celery": {"broker_url": bot.queue.redis.url}})
+    ready = {Queue.worker_name("gpu1"), Queue.worker_name("gpu2")}
+    wait_until(lambda: ready <= {w["name"] for w in list_workers(settings) if w["state"] == "alive"}, "both workers ready")
     mentions = mention_burst(x)
     stderr = bot.finish(bot.start())
 
@@ -86,6 +91,7 @@ def test_two_workers_train_a_burst_of_mentions_and_each_gets_one_reply(bot, x, f
     assert f"celery on {gpu1}" in status.stdout and f"celery on {gpu2}" in status.stdout, status.stdout
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_hands_it_to_another_within_the_bound_and_it_is_published_once(bot, x, fake_hub):
     """kill -9 of a worker's whole process group (a spot machine reclaimed), with the shipped defaults."""
     mention = x.add_mention("carol", "@huggingtweets train @gus")
@@ -142,6 +148,25 @@ def test_two_workers_on_one_machine_never_share_a_name(queue, monkeypatch):
     check_name_free(client, "huggingtweets-gpu7@elsewhere", LOST_AFTER)
 
 
+def test_a_job_handed_out_four_times_comes_back_failed_not_a_fifth_time(queue):
+    """A job whose worker keeps dying (out of memory each time, say) is not handed out forever: the fifth
+    delivery fails it, and the bot's own retry policy decides what next."""
+    import uuid
+
+    import redis
+
+    from bot.workers.celery_app import DELIVERIES_KEY, MAX_DELIVERIES, TASK_NAME, make_app
+
+    queue.ensure_workers("gpu1")
+    task_id = str(uuid.uuid4())
+    redis.Redis.from_url(queue.redis.url).set(DELIVERIES_KEY + task_id, MAX_DELIVERIES)  # four workers died on it
+    app = make_app(Settings.model_validate({"celery": {"broker_url": queue.redis.url}}))
+    answer = app.send_task(TASK_NAME, args=[{}], task_id=task_id).get(timeout=60)
+    assert answer["error"]["transient"] is True
+    assert f"handed to workers {MAX_DELIVERIES} times and never finished" in answer["error"]["message"]
+
+
+@pytest.mark.slow
 def test_a_worker_with_no_broker_says_so_in_one_line_and_exits(tmp_path):
     port = free_port()  # nothing listens there
     config = tmp_path / "config.toml"
@@ -190,6 +215,7 @@ def wait_until(condition, what: str, timeout: float = 60):
     return found
 
 
+@pytest.mark.slow
 def test_a_broker_restarted_empty_mid_run_loses_nothing(bot, x, fake_hub):
     mentions = mention_burst(x)
     # One worker, so that when the broker goes, at least one job is still waiting in it and not yet taken.

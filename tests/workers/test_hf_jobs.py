@@ -135,6 +135,7 @@ def test_a_job_that_ends_any_other_way_is_an_attempt_to_try_again(fake_hub, monk
     assert executor.running() == 0
 
 
+@pytest.mark.slow
 def test_a_job_left_waiting_for_a_machine_is_cancelled_and_a_hub_away_is_asked_again(fake_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", fake_hub.token)
     fake_hub.scheduling_seconds = 60  # no machine free for a minute
@@ -208,10 +209,18 @@ def request_key_folder(row) -> str:
     return request_folder(f"{row['id']} (x mention {row['mention_id']})")
 
 
+@pytest.mark.slow
 def test_a_burst_of_mentions_trains_on_hf_jobs_and_each_gets_one_reply(fake_hub, x, tmp_path):
-    bot = BotOnJobs(tmp_path, fake_hub, x)
+    bot = BotOnJobs(tmp_path, fake_hub, x, max_jobs=2)
     mentions = mention_burst(x)
     stderr = bot.finish(bot.start())
+
+    # Never more paid machines at once than [hf_jobs] max_jobs: the third job waited for one to end.
+    jobs = list(fake_hub.jobs.values())
+    assert len(jobs) == 3 and all(j.finished_at for j in jobs)
+    for job in jobs:
+        at_once = [o for o in jobs if o.created_at <= job.created_at < o.finished_at]
+        assert len(at_once) <= 2, [(o.created_at, o.finished_at) for o in jobs]
 
     assert_each_answered_once(x, fake_hub, mentions, f"{stderr[-2000:]}\n{bot.job_logs()}")
     rows = bot.rows()
@@ -233,6 +242,7 @@ def test_a_burst_of_mentions_trains_on_hf_jobs_and_each_gets_one_reply(fake_hub,
     assert status.stdout.count(f"hf-jobs on t4-small {fake_hub.url}/jobs/{NAMESPACE}/") == 3, status.stdout
 
 
+@pytest.mark.slow
 def test_a_job_that_fails_shows_its_log_tail_in_status_with_no_token(fake_hub, x, tmp_path):
     bot = BotOnJobs(tmp_path, fake_hub, x, max_attempts=2)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
@@ -255,6 +265,7 @@ def test_a_job_that_fails_shows_its_log_tail_in_status_with_no_token(fake_hub, x
         assert fake_hub.token not in shown and fake_hub.token[:8] not in shown
 
 
+@pytest.mark.slow
 def test_a_job_past_the_services_time_limit_fails_as_out_of_time(fake_hub, x, tmp_path):
     bot = BotOnJobs(tmp_path, fake_hub, x, max_attempts=1, timeout_seconds=1)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
@@ -268,6 +279,7 @@ def test_a_job_past_the_services_time_limit_fails_as_out_of_time(fake_hub, x, tm
     assert "huggingtweets/dora" not in fake_hub.repos
 
 
+@pytest.mark.slow
 def test_a_job_cancelled_from_outside_is_submitted_again_and_answered_once(fake_hub, x, tmp_path):
     """A cancel on the service's side (an operator, a machine taken back) costs an attempt, not the request."""
     from huggingface_hub import HfApi
@@ -289,6 +301,7 @@ def test_a_job_cancelled_from_outside_is_submitted_again_and_answered_once(fake_
     assert len(replies_to(x, mention)) == 1 and len(keyed_commits(fake_hub, "huggingtweets/dora")) == 1
 
 
+@pytest.mark.slow
 def test_a_bot_killed_while_its_job_runs_picks_the_same_job_up_again(fake_hub, x, tmp_path):
     bot = BotOnJobs(tmp_path, fake_hub, x)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
@@ -306,6 +319,7 @@ def test_a_bot_killed_while_its_job_runs_picks_the_same_job_up_again(fake_hub, x
     assert len(keyed_commits(fake_hub, "huggingtweets/dora")) == 1
 
 
+@pytest.mark.slow
 def test_a_bot_killed_between_submitting_and_recording_adopts_the_job_it_started(fake_hub, x, tmp_path):
     bot = BotOnJobs(tmp_path, fake_hub, x)
     mention = x.add_mention("carol", "@huggingtweets train @dora")
