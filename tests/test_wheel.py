@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 # What a build reads: the project metadata, the README it names, and the package.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "bot")
 
-pytestmark = pytest.mark.slow
+# One wheel and one venv for the module: under pytest-xdist its tests run on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 
 def _run(args: list, **kw) -> subprocess.CompletedProcess:

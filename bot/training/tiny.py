@@ -80,24 +80,31 @@ def corpus_lines() -> list[str]:
 def tiny_model_dir(steps: int = PRETRAIN_STEPS) -> Path:
     """The folder of the tiny model, building it first if the cache does not have it yet.
 
-    Safe when several processes ask at once: each builds into its own temporary folder and renames
-    it into place; the first rename wins and the others drop theirs. `steps`: pretraining steps (fewer
-    make a model that writes worse, in less time: the tests of how it is built and cached use them).
+    Safe when several processes ask at once: one builds while the others wait on a lock file (released
+    by the system if the builder dies), into a temporary folder renamed into place, so a folder under
+    that name is always whole. `steps`: pretraining steps (fewer make a model that writes worse, in less
+    time: the tests of how it is built and cached use them).
     """
+    import fcntl
+
     folder = cache_root() / f"tiny-gpt2-{_fingerprint(steps)}"
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
-    try:
-        build_tiny_model(tmp, steps)
+    with open(folder.parent / f".{folder.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here rather than build the same model again
+        if (folder / "config.json").exists():
+            return folder
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
         try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "config.json").exists():  # not a lost race: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            build_tiny_model(tmp, steps)
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not (folder / "config.json").exists():  # not a lost race: a real failure
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
