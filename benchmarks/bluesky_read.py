@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "fakes")]
 
 from bot.sources.bluesky import PAGE_SIZE, BlueskyClient  # noqa: E402
-from bot.config import BlueskySettings, Settings  # noqa: E402
+from bot.common.config import BlueskySettings, Settings  # noqa: E402
 from fake_bsky import FakeBluesky  # noqa: E402
 
 TARGET_MS_PER_PAGE = 50.0

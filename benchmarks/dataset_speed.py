@@ -49,7 +49,7 @@ def peak_rss_mb() -> float:
 def child(paths: list[str]) -> None:
     """Build one dataset from `paths` (one archive per user) and print the figures as JSON."""
     from bot.data.archive import open_archive
-    from bot.config import DataSettings
+    from bot.common.config import DataSettings
     from bot.data.dataset import build_dataset
 
     imports_mb = peak_rss_mb()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import parse_settings
+from bot.common.config import parse_settings
 from bot.requests.policy import decide
 from bot.requests.store import Store
 

@@ -95,7 +95,7 @@ def main() -> None:
     import torch
     from gradio_client import Client
 
-    from bot.config import parse_settings
+    from bot.common.config import parse_settings
     from bot.publishing.space import load_app
 
     work = Path(tempfile.mkdtemp(prefix="space-latency-"))

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "fakes")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "fakes")]
 
 import conftest  # noqa: E402,F401  (the loopback Hub, and HF_ENDPOINT pointing at it)
 from conftest import LOOPBACK_HUB  # noqa: E402

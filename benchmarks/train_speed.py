@@ -222,7 +222,7 @@ def run_recipe(dataset, base: str, device, out: Path) -> dict:
 
 
 def run_ours(dataset, base: str, device, out: Path, overrides: dict) -> dict:
-    from bot.config import load_settings
+    from bot.common.config import load_settings
     from bot.training.train import train_model
 
     settings = load_settings()
@@ -331,7 +331,7 @@ def micro_steps(base: str, device, batch: int, block: int, rounds: int = 15, ste
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    from bot.config import TrainSettings
+    from bot.common.config import TrainSettings
 
     overrides = {}
     for pair in pairs:
@@ -393,7 +393,7 @@ def main() -> None:
         base = base_model_path(base_name, work)
         warm_up(base, device)
         if args.micro or args.ablation:
-            from bot.config import load_settings
+            from bot.common.config import load_settings
 
             train = load_settings().train.model_copy(update=overrides)
             report = {"device": hardware(device), "base_model": base_name, "posts": args.posts}

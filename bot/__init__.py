@@ -3,7 +3,7 @@
 The package is laid out by stage of a request (docs/architecture.md): `sources` (mentions and posts in),
 `data` (archives into a training set), `training` (a request folder into a model folder), `publishing`
 (run.json, the card, the Hub), `workers` (where jobs run) and `requests` (the state and the loop), on the
-ground of `cli`, `config`, `errors`, `files`, `handles`, `logs`, `monitoring`, `progress` and `failpoints`.
+ground of `common` (settings, errors, handles, files, logs, progress, health), under `cli`, the command.
 
 The modules' first homes keep working as names: `import bot.hub`, `from bot.x import XClient` and
 `python -m bot.job` are `bot.publishing.hub`, `bot.sources.x` and `python -m bot.training.job` (MOVED).
@@ -31,7 +31,9 @@ MOVED = {
     "lifeline": "workers.lifeline",
     "store": "requests.store", "scheduler": "requests.scheduler", "policy": "requests.policy",
     "grammar": "requests.grammar", "replies": "requests.replies", "spend": "requests.spend",
-    "mentions": "handles",
+    "config": "common.config", "errors": "common.errors", "failpoints": "common.failpoints",
+    "files": "common.files", "handles": "common.handles", "logs": "common.logs",
+    "monitoring": "common.monitoring", "progress": "common.progress", "mentions": "common.handles",
 }
 
 

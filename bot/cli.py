@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 import bot
-from bot.config import CONFIG_FILE_NAME, CONFIG_TEMPLATE, ConfigSource, Settings, find_config, load_settings
-from bot.errors import UsageError, UserError, inert, scrub
-from bot.progress import progress
+from bot.common.config import CONFIG_FILE_NAME, CONFIG_TEMPLATE, ConfigSource, Settings, find_config, load_settings
+from bot.common.errors import UsageError, UserError, inert, scrub
+from bot.common.progress import progress
 
 
 class _Commands(typer.core.TyperGroup):
@@ -66,7 +66,7 @@ app = typer.Typer(
 )
 class InertConsole(Console):
     """Plain text out: names, posts, samples and paths are printed as they are, never read as terminal markup,
-    and made inert first (`bot.errors.inert`): a display name, a server's message or a model's sample may hold
+    and made inert first (`bot.common.errors.inert`): a display name, a server's message or a model's sample may hold
     control sequences."""
 
     def print(self, *objects, **options) -> None:
@@ -136,7 +136,7 @@ def listening_at(ctx: typer.Context, listen: str | None) -> Settings:
     config = settings(ctx)
     if listen is None:
         return config
-    from bot.config import split_listen
+    from bot.common.config import split_listen
 
     if listen:
         try:
@@ -151,7 +151,7 @@ Listen = Annotated[Optional[str], typer.Option("--listen", metavar="HOST:PORT", 
 
 def _handles_given(value):
     """Each handle as a person gives it ('alice', '@alice', a profile's address) as the handle it names."""
-    from bot.handles import handle_from_input
+    from bot.common.handles import handle_from_input
 
     return [handle_from_input(v) for v in value] if isinstance(value, list) else handle_from_input(value)
 
@@ -294,7 +294,7 @@ def download(
 
     Example: huggingtweets download dreamy_kettle --out dreamy_kettle.jsonl
     """
-    from bot.handles import normalize_handle
+    from bot.common.handles import normalize_handle
     from bot.sources.x import export_archive
 
     name = normalize_handle(handle)
@@ -418,7 +418,7 @@ def delete(
     Example: huggingtweets delete alice (deletes alice and alice-bob, never malice)
     """
     from bot.publishing.hub import delete_repos, find_repos_for, require_write_access
-    from bot.handles import normalize_handle
+    from bot.common.handles import normalize_handle
 
     handle = normalize_handle(handle)
     config = settings(ctx)
@@ -597,7 +597,7 @@ def health(
 
     For scripts and container health checks. Example: huggingtweets health && echo fine
     """
-    from bot.monitoring import ask_health
+    from bot.common.monitoring import ask_health
 
     where = listen if listen is not None else settings(ctx).monitoring.listen
     if not where:
@@ -677,7 +677,7 @@ def load_dataset(config: Settings, handles: list[str], archives: list[Path] | No
     """Read the archives (or download, when none are given) and build the dataset."""
     from bot.data.archive import open_archive
     from bot.data.dataset import build_dataset, pair_archives
-    from bot.handles import normalize_handles
+    from bot.common.handles import normalize_handles
 
     handles = normalize_handles(handles, config.data.max_handles)
     if not archives:
@@ -694,7 +694,7 @@ def archive_path(path: Path) -> Path:
 
 def download_posts(handles: list[str], config: Settings) -> dict:
     """Each person's posts from their network (X, or Bluesky for a domain handle), through its cache."""
-    from bot.handles import network_of
+    from bot.common.handles import network_of
 
     networks = {network_of(h) for h in handles}
     if len(networks) > 1:
@@ -724,10 +724,10 @@ def counts_table(dataset) -> Table:
 
 def setup_logging(path: Path | None = None, fmt: str = "plain") -> None:
     """Log lines on stderr (or into `path`), with every secret from the environment masked: plain lines,
-    or with `fmt` "json" one JSON object per line (`bot.logs.JsonFormatter`)."""
+    or with `fmt` "json" one JSON object per line (`bot.common.logs.JsonFormatter`)."""
     import logging
 
-    from bot.logs import AboutFilter, JsonFormatter
+    from bot.common.logs import AboutFilter, JsonFormatter
 
     class ScrubbingFormatter(logging.Formatter):
         # The whole line, tracebacks included, made inert: no secret in an exception's text, and no terminal

@@ -13,18 +13,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fakes"))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# One tiny base model for the whole session (pretraining it takes about half a minute), built in a
-# folder of its own rather than the user's cache; subprocesses inherit it.
+# One tiny base model for every run (pretraining it takes about half a minute), built in the checkout's
+# .test-cache/ rather than the user's cache, and kept between runs: its folder's name is a fingerprint of
+# how it is built, so a change to the recipe builds a new one. Subprocesses inherit it.
 if "HUGGINGTWEETS_TEST_CACHE" not in os.environ:
-    import tempfile
-
-    os.environ["HUGGINGTWEETS_TEST_CACHE"] = tempfile.mkdtemp(prefix="huggingtweets-test-cache-")
+    os.environ["HUGGINGTWEETS_TEST_CACHE"] = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".test-cache")
+    os.makedirs(os.environ["HUGGINGTWEETS_TEST_CACHE"], exist_ok=True)
 os.environ["HUGGINGTWEETS_CACHE"] = os.environ["HUGGINGTWEETS_TEST_CACHE"]
 # A config.toml of the developer's own (in the checkout, where `huggingtweets init` may have put one, or
 # named by HUGGINGTWEETS_CONFIG) must not change what the tests see: a command given no --config reads
 # this empty file, the built-in defaults. Tests of how the file is found unset the variable themselves.
 _DEFAULTS = os.path.join(os.environ["HUGGINGTWEETS_TEST_CACHE"], "defaults.toml")
-open(_DEFAULTS, "a").close()
+open(_DEFAULTS, "w").close()
 os.environ["HUGGINGTWEETS_CONFIG"] = _DEFAULTS
 
 import pytest

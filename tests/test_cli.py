@@ -22,7 +22,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.handles import HANDLE_FORMS
+from bot.common.handles import HANDLE_FORMS
 from bot.data.synthetic import export_files, synthetic_tweets, write_export, write_jsonl
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -260,7 +260,7 @@ def test_handles_as_people_copy_them_from_a_browser(given):
 
 
 def test_a_bluesky_profile_address_names_its_handle():
-    from bot.handles import handle_from_input
+    from bot.common.handles import handle_from_input
 
     assert handle_from_input("https://bsky.app/profile/Alice.bsky.social") == "alice.bsky.social"
     assert handle_from_input("bsky.app/profile/carol.example.com/") == "carol.example.com"
@@ -309,7 +309,7 @@ def test_config_says_what_is_wrong_with_the_file(tmp_path, monkeypatch):
 
 
 def test_init_writes_the_commented_template_here_and_never_overwrites(tmp_path, monkeypatch):
-    from bot.config import CONFIG_TEMPLATE
+    from bot.common.config import CONFIG_TEMPLATE
 
     monkeypatch.chdir(tmp_path)
     result = invoke("init")

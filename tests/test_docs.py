@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings, parse_settings
-from bot.errors import ConfigError
+from bot.common.config import Settings, parse_settings
+from bot.common.errors import ConfigError
 from bot.publishing.facts import RunFacts
 from bot.requests.store import MIGRATIONS
 
@@ -29,7 +29,7 @@ OTHER_NAMES = {
     "task_acks_late", "task_reject_on_worker_lost",  # Celery's own options, set by bot/workers/celery_app.py
     "library_name", "pipeline_tag", "sdk_version", "model_type",  # card, Space and config.json metadata
     "referenced_tweets",  # a field of X's post objects
-    "hide_in_logs",  # bot/errors.py's function that masks credentials in the libraries' own log lines
+    "hide_in_logs",  # bot/common/errors.py's function that masks credentials in the libraries' own log lines
     "job_host",  # a column of the state database's requests
     "ensure_connection", "visibility_timeout",  # kombu's own call and transport option
     "consumer_timeout",  # RabbitMQ's own setting

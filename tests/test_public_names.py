@@ -26,6 +26,8 @@ def test_a_modules_first_name_is_the_module_at_its_home(first):
 
 
 def test_old_imports_of_names_work_as_before():
+    from bot.config import Settings, load_settings
+    from bot.errors import UserError
     from bot.hub import publish_folder
     from bot.job import TrainJob
     from bot.scheduler import Bot
@@ -36,6 +38,8 @@ def test_old_imports_of_names_work_as_before():
     assert publish_folder is home and Bot.__module__ == "bot.requests.scheduler"
     assert {Store.__module__, XClient.__module__, TrainJob.__module__} == {
         "bot.requests.store", "bot.sources.x", "bot.training.job"}
+    assert (Settings.__module__, load_settings.__module__, UserError.__module__) == (
+        "bot.common.config", "bot.common.config", "bot.common.errors")
 
 
 @pytest.mark.parametrize("command", [["bot.job", "--help"], ["bot.hf_jobs", "run", "--help"],

@@ -50,8 +50,8 @@ from typing import BinaryIO
 
 import ijson
 
-from bot.errors import ArchiveError, HandleError
-from bot.handles import normalize_handle
+from bot.common.errors import ArchiveError, HandleError
+from bot.common.handles import normalize_handle
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,10 @@ from pathlib import Path
 import regex
 
 from bot.data.archive import Archive, Post
-from bot.config import DataSettings
-from bot.errors import ArchiveError, NotEnoughDataError, UsageError
-from bot.files import write_atomically
-from bot.handles import model_name, normalize_handle
+from bot.common.config import DataSettings
+from bot.common.errors import ArchiveError, NotEnoughDataError, UsageError
+from bot.common.files import write_atomically
+from bot.common.handles import model_name, normalize_handle
 from bot.data.text import URL_RE
 
 HANDLE_CHARS = "A-Za-z0-9_"

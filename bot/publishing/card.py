@@ -2,7 +2,7 @@
 
     >>> import json
     >>> from bot.publishing.card import render_card
-    >>> from bot.config import load_settings
+    >>> from bot.common.config import load_settings
     >>> facts = json.loads(open("models/dreamy_kettle/run.json", encoding="utf-8").read())
     >>> card = render_card(facts, load_settings())       # a huggingface_hub ModelCard
     >>> card.data.pipeline_tag, card.data.language
@@ -31,9 +31,9 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from markupsafe import Markup
 
-from bot.config import Settings
-from bot.errors import HandleError
-from bot.handles import network_of, normalize_handle
+from bot.common.config import Settings
+from bot.common.errors import HandleError
+from bot.common.handles import network_of, normalize_handle
 from bot.publishing.facts import STOP_REASONS
 
 # Inside the package, so a wheel install carries it.

@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.errors import UserError
-from bot.files import write_atomically
+from bot.common.errors import UserError
+from bot.common.files import write_atomically
 
 SCHEMA_VERSION = 2
 FILE_NAME = "run.json"

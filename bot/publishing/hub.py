@@ -1,6 +1,6 @@
 """Publishing a model folder to the Hugging Face Hub in one commit, and removing a person's repos.
 
-    >>> from bot.config import load_settings
+    >>> from bot.common.config import load_settings
     >>> from bot.publishing.hub import delete_repos, find_repos_for, last_published, publish_folder
     >>> settings = load_settings()
     >>> result = publish_folder("models/alice", settings)          # -> huggingtweets/alice (from run.json)
@@ -29,7 +29,7 @@ installed. `backend = "local"` keeps repos as folders, `<local_dir>/<org>/<name>
 version is written beside the old one and swapped in atomically, and `.history.jsonl` inside lists every
 commit.
 
-Failures are `HubError`s (a `bot.errors.UserError`, one line): `HubAccessError` (the token may not write to
+Failures are `HubError`s (a `bot.common.errors.UserError`, one line): `HubAccessError` (the token may not write to
 the organisation), `RepoNameError`, and `HubUnavailableError` (still failing after the retries; its
 `transient` is True: try again later).
 """
@@ -49,14 +49,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from bot.progress import Progress
-from bot.errors import UserError, backoff_seconds, clip
+from bot.common.progress import Progress
+from bot.common.errors import UserError, backoff_seconds, clip
 from bot.publishing.facts import COUNT_ROWS, FILE_NAME, RunFacts
-from bot.handles import name_part
+from bot.common.handles import name_part
 from bot.data.text import join_words
 
 if TYPE_CHECKING:
-    from bot.config import HubSettings, Settings
+    from bot.common.config import HubSettings, Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """The playground Space: serve `bot/publishing/playground/app.py` here, or publish it to the Hub as a Gradio Space.
 
-    >>> from bot.config import load_settings
+    >>> from bot.common.config import load_settings
     >>> from bot.publishing.space import deploy_space, serve, space_url
     >>> settings = load_settings()
     >>> space_url(settings, "alice-bob")             # what every model card links to
@@ -31,12 +31,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from bot.publishing.card import HUB_URL, playground_url
-from bot.errors import UserError
-from bot.progress import Progress
+from bot.common.errors import UserError
+from bot.common.progress import Progress
 from bot.publishing.hub import KEPT_ON_HUB, HubRepos, check_repo_id
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.common.config import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # bot/
 PLAYGROUND_DIR = PACKAGE_DIR / "publishing" / "playground"

@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.errors import HandleError
-from bot.handles import MAX_HANDLES, normalize_handle
+from bot.common.errors import HandleError
+from bot.common.handles import MAX_HANDLES, normalize_handle
 from bot.data.text import URL_RE
 
 Kind = Literal["train", "help", "opt_out", "opt_in", "invalid", "ignore"]

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bot.config import Settings
-from bot.errors import clip
-from bot.monitoring import PROBE_TIMEOUT_SECONDS, Health, MonitoringServer, registry as new_registry, serve
+from bot.common.config import Settings
+from bot.common.errors import clip
+from bot.common.monitoring import PROBE_TIMEOUT_SECONDS, Health, MonitoringServer, registry as new_registry, serve
 from bot.requests.store import ACTIVE_STATES, TRANSITIONS, Request, Store, StoreError
 
 if TYPE_CHECKING:

@@ -22,10 +22,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.requests import replies
-from bot.config import Settings
-from bot.errors import HandleError, UserError
+from bot.common.config import Settings
+from bot.common.errors import HandleError, UserError
 from bot.requests.grammar import parse_mention
-from bot.handles import model_name, normalize_handle
+from bot.common.handles import model_name, normalize_handle
 from bot.requests.store import NewRequest, Request, Store
 
 DAY = 86400.0

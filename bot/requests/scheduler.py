@@ -13,7 +13,7 @@ request up where it stood:
                request-N/data) executor)
 
 Training runs apart from the bot (`bot.workers.local`), from the request folder alone (`bot.training.job`). Failures
-carry their retry policy (`bot.errors.retry_policy`): a permanent one (an unknown account, too few posts,
+carry their retry policy (`bot.common.errors.retry_policy`): a permanent one (an unknown account, too few posts,
 a refused token) fails the request at once with a reply saying why; a passing one is tried again after
 `max(back-off, the wait the server asked for)`, up to `[bot] max_attempts`.
 """
@@ -32,16 +32,16 @@ from bot.training import job
 
 from bot.requests import replies
 from bot.sources.adapters import Account, Source, Usage
-from bot.config import Settings, XPrices
-from bot.errors import (AccountError, NotEnoughDataError, TransientError, UsageError, UserError, backoff_seconds, clip,
+from bot.common.config import Settings, XPrices
+from bot.common.errors import (AccountError, NotEnoughDataError, TransientError, UsageError, UserError, backoff_seconds, clip,
                         inert, retry_policy)
 from bot.workers import Executor, JobStatus
 from bot.workers.local import LocalExecutor
 from bot.publishing.facts import RunFacts
-from bot.failpoints import failpoint
-from bot.files import write_atomically
-from bot.logs import about, about_each
-from bot.handles import is_account_entry, network_of
+from bot.common.failpoints import failpoint
+from bot.common.files import write_atomically
+from bot.common.logs import about, about_each
+from bot.common.handles import is_account_entry, network_of
 from bot.requests.monitoring import BotMonitor
 from bot.requests.policy import DAY, Refusal, check_accounts, decide
 from bot.requests.spend import FREE, priced

@@ -12,7 +12,7 @@ so `huggingtweets status` shows what each request cost and what each day cost.
 from __future__ import annotations
 
 from bot.sources.adapters import Usage
-from bot.config import XPrices
+from bot.common.config import XPrices
 
 FREE = XPrices(post_read=0, user_read=0, post_created=0, post_created_with_link=0)
 

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.errors import TransientError, UserError, inert
-from bot.failpoints import failpoint
+from bot.common.errors import TransientError, UserError, inert
+from bot.common.failpoints import failpoint
 
 log = logging.getLogger("huggingtweets.store")
 

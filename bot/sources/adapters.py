@@ -62,7 +62,7 @@ class XUser:
 
     @classmethod
     def from_v2(cls, data: dict) -> XUser:
-        from bot.errors import inert  # a display name is text from elsewhere: no terminal controls in it
+        from bot.common.errors import inert  # a display name is text from elsewhere: no terminal controls in it
 
         return cls(id=str(data["id"]), username=data["username"], name=inert(data.get("name") or "") or data["username"],
                    profile_image_url=data.get("profile_image_url"), protected=bool(data.get("protected")),

@@ -1,7 +1,7 @@
 """Bluesky through the atproto SDK: profiles, author feeds, notifications and replies. The only module
 that talks to Bluesky.
 
-    >>> from bot.config import load_settings
+    >>> from bot.common.config import load_settings
     >>> from bot.sources.bluesky import BlueskyClient
     >>> sky = BlueskyClient.from_settings(load_settings())     # BLUESKY_HANDLE, BLUESKY_APP_PASSWORD
     >>> archives = sky.download_archives(["alice.bsky.social"])  # through the cache in [bluesky] cache_dir
@@ -77,11 +77,11 @@ from atproto_client.exceptions import (
 from atproto_client.models.common import XrpcError
 from atproto_client.request import Request
 
-from bot import handles
+from bot.common import handles
 from bot.sources.adapters import Account, Mention
 from bot.data.archive import Archive, open_archive, user_sidecar
-from bot.config import BlueskySettings, Settings
-from bot.errors import (
+from bot.common.config import BlueskySettings, Settings
+from bot.common.errors import (
     AccountError,
     TransientError,
     UsageError,
@@ -93,8 +93,8 @@ from bot.errors import (
     inert,
     mask_known,
 )
-from bot.files import write_atomically
-from bot.progress import progress as progress_display
+from bot.common.files import write_atomically
+from bot.common.progress import progress as progress_display
 from bot.data.text import shorten_keeping_links
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from bot.sources.adapters import Account, Mention
 from bot.data.archive import Archive, find_archive, read_user_file
-from bot.errors import AccountError, ArchiveError, HandleError
-from bot.handles import normalize_handle
+from bot.common.errors import AccountError, ArchiveError, HandleError
+from bot.common.handles import normalize_handle
 
 log = logging.getLogger("huggingtweets.local")
 

@@ -1,6 +1,6 @@
 """X (Twitter) API v2 through tweepy: users, timelines, mentions and replies. The only module that talks to X.
 
-    >>> from bot.config import load_settings
+    >>> from bot.common.config import load_settings
     >>> from bot.sources.x import XClient, download_archives
     >>> settings = load_settings()
     >>> archives = download_archives(["alice"], settings)     # through the cache in [x] cache_dir
@@ -46,12 +46,12 @@ import tweepy
 
 from bot.sources.adapters import Account, Mention, Usage, XUser
 from bot.data.archive import Archive, open_archive, user_sidecar
-from bot.config import Settings, XSettings
-from bot.errors import (AccountError, TransientError, UsageError, UserError, backoff_seconds, check_base_url, clip,
+from bot.common.config import Settings, XSettings
+from bot.common.errors import (AccountError, TransientError, UsageError, UserError, backoff_seconds, check_base_url, clip,
                         hide_in_logs, inert)
-from bot.files import write_atomically
-from bot.handles import normalize_handle
-from bot.progress import progress as progress_display
+from bot.common.files import write_atomically
+from bot.common.handles import normalize_handle
+from bot.common.progress import progress as progress_display
 from bot.data.text import SCHEME_URL_RE, link_candidates, shorten_keeping_links
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bot.config import BotSettings, DataSettings, HubSettings, Settings, TrainSettings
+from bot.common.config import BotSettings, DataSettings, HubSettings, Settings, TrainSettings
 from bot.data.dataset import Dataset
-from bot.errors import HandleError, UsageError, UserError, clip, retry_policy
-from bot.files import partial_folder, replace_folder, write_atomically
-from bot.handles import handles_of
+from bot.common.errors import HandleError, UsageError, UserError, clip, retry_policy
+from bot.common.files import partial_folder, replace_folder, write_atomically
+from bot.common.handles import handles_of
 
 JOB_FILE, DATA_DIR, MODEL_DIR, ERROR_FILE = "job.json", "data", "model", "error.json"
 PUBLISHED_FILE = "published.json"

@@ -1,7 +1,7 @@
 """Fine-tuning: from a dataset to a Hub-ready model folder.
 
     >>> from pathlib import Path
-    >>> from bot.config import load_settings
+    >>> from bot.common.config import load_settings
     >>> from bot.data.dataset import Dataset
     >>> from bot.training.train import train_model
     >>> result = train_model(Dataset.load("out/dreamy_kettle/data"), load_settings(),
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from bot.config import Settings
-from bot.errors import UsageError, UserError
+from bot.common.config import Settings
+from bot.common.errors import UsageError, UserError
 from bot.publishing.facts import RunFacts
-from bot.files import partial_folder, replace_folder
+from bot.common.files import partial_folder, replace_folder
 from bot.training.gpt2 import IGNORE_INDEX, autocast_for, causal_lm_loss, count_targets, pack
-from bot.progress import progress as progress_display
+from bot.common.progress import progress as progress_display
 from bot.training.sampling import pick_samples
 from bot.training.stopping import StoppingRule
 

@@ -48,12 +48,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bot.training import job
-from bot.config import Settings
-from bot.errors import UsageError, UserError, clip, hide_in_logs, mask
+from bot.common.config import Settings
+from bot.common.errors import UsageError, UserError, clip, hide_in_logs, mask
 from bot.training.job import Ticket
 
 if TYPE_CHECKING:
-    from bot.monitoring import MonitoringServer
+    from bot.common.monitoring import MonitoringServer
 
 log = logging.getLogger("huggingtweets.celery")
 

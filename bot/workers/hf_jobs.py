@@ -54,8 +54,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.training import job
-from bot.config import Settings
-from bot.errors import UsageError, UserError, clip, inert
+from bot.common.config import Settings
+from bot.common.errors import UsageError, UserError, clip, inert
 from bot.workers import JobStatus
 
 log = logging.getLogger("huggingtweets.hf_jobs")
@@ -335,7 +335,7 @@ class HfJobsExecutor:
                          where=f"{info.flavor} {info.url}")
 
     def _log_tail(self, service_id: str, namespace: str) -> list[str]:
-        """The job's last lines, made inert as one text (`bot.errors.inert`: terminal controls dropped,
+        """The job's last lines, made inert as one text (`bot.common.errors.inert`: terminal controls dropped,
         secrets masked, a token broken over two lines caught); a line saying why when the log cannot be read.
         Two lines more than are kept are read and masked with them, so a token cut at the window's edge is
         still seen whole."""
@@ -386,7 +386,7 @@ class HfJobsExecutor:
 def run_in_container(dataset: str, revision: str, path: str, organization: str) -> int:
     """Read the ticket the bot committed, train, publish under `organization` on the Hub; on failure, the
     error as the last line."""
-    from bot.config import HubSettings
+    from bot.common.config import HubSettings
 
     try:
         settings = Settings(hub=HubSettings(organization=organization))

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.errors import clip
+from bot.common.errors import clip
 from bot.training import job
 from bot.workers import Executor, JobStatus
 

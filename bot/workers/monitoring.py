@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from bot.config import Settings
-from bot.errors import clip, mask_known
-from bot.monitoring import PROBE_TIMEOUT_SECONDS, Health, MonitoringServer, registry as new_registry, serve
+from bot.common.config import Settings
+from bot.common.errors import clip, mask_known
+from bot.common.monitoring import PROBE_TIMEOUT_SECONDS, Health, MonitoringServer, registry as new_registry, serve
 
 
 class WorkerMonitor:

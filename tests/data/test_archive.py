@@ -20,7 +20,7 @@ import pytest
 from hostile_archives import CATALOGUE
 
 from bot.data.archive import Account, Archive, ArchiveLimits, find_archive, open_archive, post_from_v2
-from bot.errors import ArchiveError, HandleError
+from bot.common.errors import ArchiveError, HandleError
 from bot.data.synthetic import export_files, synthetic_tweets, v2_to_export, write_export, write_jsonl
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -620,7 +620,7 @@ def test_reading_the_100k_deep_archive_stays_under_500_mb(tmp_path):
     reader, so the peak is not the test runner's own (Linux carries a parent's peak across fork and exec)."""
     path = hostile_archives.deep_arrays(tmp_path / "deep.zip")
     assert path.stat().st_size < 600
-    reader = ("import sys; from bot.data.archive import open_archive; from bot.errors import ArchiveError\n"
+    reader = ("import sys; from bot.data.archive import open_archive; from bot.common.errors import ArchiveError\n"
               "try: list(open_archive(sys.argv[1]).posts())\n"
               "except ArchiveError as e: print(e)")
     launcher = ("import os, subprocess, sys, time; t = time.monotonic()\n"

@@ -11,11 +11,11 @@ import random
 import pytest
 
 from bot.data.archive import Post, open_archive
-from bot.config import DataSettings
+from bot.common.config import DataSettings
 from bot.data.dataset import (Dataset, UserCounts, balance, build_dataset, clean_posts, clean_text, count_words,
                          is_short, pair_archives, split_validation)
-from bot.errors import ArchiveError, HandleError, NotEnoughDataError, UsageError
-from bot.handles import model_name, normalize_handle, normalize_handles
+from bot.common.errors import ArchiveError, HandleError, NotEnoughDataError, UsageError
+from bot.common.handles import model_name, normalize_handle, normalize_handles
 from bot.data.synthetic import synthetic_tweets, write_export, write_jsonl
 
 _ids = itertools.count(1)

@@ -29,7 +29,6 @@ import json
 import re
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

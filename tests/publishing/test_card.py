@@ -5,17 +5,15 @@ from __future__ import annotations
 import html
 import io
 import logging
-import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 from PIL import Image
 
 from bot.publishing.card import card_data, escape, render_card, write_card, write_images
-from bot.config import HubSettings, Settings
+from bot.common.config import HubSettings, Settings
 from bot.publishing.images import HEIGHT, WIDTH, font_chain, predictions_image, text_width, wrap
 
 HOSTILE = "<img src=x onerror=alert(1)> | **x**"
@@ -150,7 +148,7 @@ def test_samples_in_the_card_are_escaped_and_ping_no_one():
 @pytest.mark.slow
 def test_japanese_user_gets_language_ja(tmp_path, monkeypatch):
     from bot.data.archive import open_archive
-    from bot.config import TrainSettings
+    from bot.common.config import TrainSettings
     from bot.data.dataset import build_dataset
     from bot.data.synthetic import synthetic_tweets, write_export
     from bot.training.train import train_model
@@ -293,7 +291,7 @@ def test_the_sample_account_has_no_made_up_picture(sample_archive):
 
 
 def test_card_links_to_the_playground_with_the_model_chosen():
-    from bot.config import SpaceSettings
+    from bot.common.config import SpaceSettings
 
     text = render_card(make_facts(), Settings(hub=HubSettings(organization="my-org"),
                                               space=SpaceSettings(name="try-it"))).text

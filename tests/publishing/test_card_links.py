@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from test_card import make_facts, two_users
 
 from bot.publishing.card import escape, render_card
-from bot.config import Settings
+from bot.common.config import Settings
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 # Our links: the Hub (models, the organisation, the base model, the playground with this model chosen) and

@@ -19,7 +19,7 @@ import pytest
 from huggingface_hub import HfApi, ModelCard, snapshot_download
 from run_facts import example_facts
 
-from bot.config import parse_settings
+from bot.common.config import parse_settings
 from bot.publishing.facts import RunFacts
 from bot.publishing.hub import (
     HubAccessError,
@@ -418,7 +418,7 @@ def test_local_crash_between_writing_and_swapping_keeps_the_old_version(model_fo
     # A publish that dies (no clean-up runs) right before the swap.
     script = textwrap.dedent(f"""
         import os, bot.publishing.hub
-        from bot.config import parse_settings
+        from bot.common.config import parse_settings
         bot.publishing.hub._swap_in = lambda link, version: os._exit(3)
         settings = parse_settings({{"hub": {{"backend": "local", "local_dir": {str(tmp_path / "hub")!r}}}}})
         bot.publishing.hub.publish_folder({str(model_folder)!r}, settings, message="Crashed")

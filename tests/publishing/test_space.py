@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import parse_settings
+from bot.common.config import parse_settings
 from bot.publishing.hub import delete_repos, publish_folder
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def model_folders(tmp_path_factory) -> dict[str, Path]:
     """'dreamy_kettle' trained on the sample archive, and 'tea_ghost': the same weights, another
     name, people and prompt (its run.json says so), as a second model of the organisation."""
     from bot.data.archive import open_archive
-    from bot.config import Settings, TrainSettings
+    from bot.common.config import Settings, TrainSettings
     from bot.data.dataset import build_dataset
     from bot.training.train import train_model
 

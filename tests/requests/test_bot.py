@@ -331,7 +331,7 @@ def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
 
 @pytest.mark.slow
 def test_status_shows_what_each_request_cost_on_x(bot, x):
-    new = x.add_mention("carol", "@huggingtweets train @dora")
+    x.add_mention("carol", "@huggingtweets train @dora")
     bot.run_ok()
     reused = x.add_mention("dave", "@huggingtweets train @dora")
     refused = x.add_mention("dave", "@huggingtweets help")

@@ -28,11 +28,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.cli import to_toml
-from bot.config import parse_settings
-from bot.errors import ConfigError
+from bot.common.config import parse_settings
+from bot.common.errors import ConfigError
 from bot.publishing.facts import RunFacts
 from bot.sources.local import LocalX
-from bot.logs import AboutFilter, JsonFormatter, about
+from bot.common.logs import AboutFilter, JsonFormatter, about
 from bot.requests.monitoring import worker_label
 from bot.requests.scheduler import Bot
 from redis_queue import REDIS_SERVER, RedisServer, free_port

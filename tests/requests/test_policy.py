@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from bot.config import parse_settings
+from bot.common.config import parse_settings
 from bot.requests.policy import Refusal, check_accounts, decide
 from bot.requests.store import Store
 

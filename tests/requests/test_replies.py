@@ -8,7 +8,7 @@ import regex
 from hypothesis import given, settings as hsettings, strategies as st
 
 from bot.requests import replies
-from bot.errors import clip, mask, retry_policy, TransientError, UserError
+from bot.common.errors import clip, mask, retry_policy, TransientError, UserError
 from bot.data.text import DOT_LEADER, WORD_JOINER
 from twitter_rules import extract_urls
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.errors import UserError
+from bot.common.errors import UserError
 from bot.requests.store import MIGRATIONS, NewRequest, Store, TransitionError
 
 

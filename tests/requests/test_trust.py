@@ -23,8 +23,8 @@ from fake_x import FakeX
 from bot_process import BotRunner
 
 from bot.cli import to_toml
-from bot.config import Settings
-from bot.errors import inert
+from bot.common.config import Settings
+from bot.common.errors import inert
 from bot.publishing.hub import KEY_PREFIX, publish_folder
 from bot.requests.store import Store
 

@@ -27,9 +27,9 @@ from bot.sources.bluesky import (
     normalize_handle,
     post_length,
 )
-from bot.config import BlueskySettings, Settings, load_settings, parse_settings
+from bot.common.config import BlueskySettings, Settings, load_settings, parse_settings
 from bot.data.dataset import build_dataset
-from bot.errors import AccountError, ConfigError, HandleError, TransientError, UsageError, UserError
+from bot.common.errors import AccountError, ConfigError, HandleError, TransientError, UsageError, UserError
 from fake_bsky import ALICE, APP_PASSWORD, CAROL, HARU, FakeBluesky
 
 ROOT = Path(__file__).resolve().parents[2]

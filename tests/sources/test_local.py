@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import to_toml
-from bot.config import load_settings
-from bot.errors import AccountError, HandleError
+from bot.common.config import load_settings
+from bot.common.errors import AccountError, HandleError
 from bot.sources.local import LocalX
 from bot.requests.scheduler import Bot
 from bot.data.synthetic import synthetic_tweets, write_export

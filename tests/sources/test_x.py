@@ -16,8 +16,8 @@ from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
 from bot.data.archive import open_archive, post_from_v2, user_sidecar
-from bot.config import Settings, XSettings
-from bot.errors import AccountError, TransientError, UsageError, UserError
+from bot.common.config import Settings, XSettings
+from bot.common.errors import AccountError, TransientError, UsageError, UserError
 from bot.sources.x import (
     MissingCredentialError,
     ProtectedUserError,

@@ -16,7 +16,7 @@ import pytest
 
 from bot.training import job
 from bot.data.archive import open_archive
-from bot.config import parse_settings
+from bot.common.config import parse_settings
 from bot.data.dataset import Dataset, build_dataset
 from bot.workers.local import LOCK_FILE, LocalExecutor
 

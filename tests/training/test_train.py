@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot.data.archive import open_archive
-from bot.config import Settings, TrainSettings
+from bot.common.config import Settings, TrainSettings
 from bot.data.dataset import build_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

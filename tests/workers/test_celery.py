@@ -20,8 +20,8 @@ from fake_x import FakeX
 
 from bot.workers.celery_app import HEARTBEAT_SECONDS, check_name_free, default_worker_name, list_workers, wait_for_broker
 from bot.cli import to_toml
-from bot.config import CelerySettings, Settings
-from bot.errors import UsageError, UserError
+from bot.common.config import CelerySettings, Settings
+from bot.common.errors import UsageError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server binary on this machine "

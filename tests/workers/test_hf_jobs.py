@@ -18,7 +18,7 @@ from bot_process import BotProcess, assert_each_answered_once, keyed_commits, me
 from fake_x import FakeX
 
 from bot.cli import to_toml
-from bot.config import Settings, parse_settings
+from bot.common.config import Settings, parse_settings
 from bot.workers.hf_jobs import (
     ERROR_MARKER,
     REQUEST_LABEL,
@@ -79,7 +79,7 @@ def test_the_jobs_own_error_is_read_from_its_last_marked_line():
 def test_settings_of_hf_jobs_are_checked_with_one_line():
     settings = parse_settings({"train": {"executor": "hf-jobs"}, "hf_jobs": {"flavor": "a10g-small", "max_jobs": 2}})
     assert settings.hf_jobs.flavor == "a10g-small" and settings.hf_jobs.max_jobs == 2
-    from bot.errors import ConfigError
+    from bot.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^config: 'hf_jobs.max_jobs' = 0: Input should be greater than or equal to 1$"):
         parse_settings({"hf_jobs": {"max_jobs": 0}})

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from bot.errors import HandleError
+from bot.common.errors import HandleError
 
 HANDLE_RE = re.compile(r"@?([A-Za-z0-9_]{1,15})")  # an X handle
 # A Bluesky handle: a domain name (the atproto handle syntax), lowercased. These top-level domains are

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from bot.errors import scrub
+from bot.common.errors import scrub
 
 # The fields a record may carry about its request, in the order a JSON line shows them.
 ABOUT_FIELDS = ("request", "state", "network")

@@ -27,7 +27,7 @@ from prometheus_client import (CollectorRegistry, GCCollector, Info, PlatformCol
                                disable_created_metrics, make_wsgi_app)
 
 import bot
-from bot.errors import UsageError, UserError, clip
+from bot.common.errors import UsageError, UserError, clip
 
 log = logging.getLogger("huggingtweets.monitoring")
 
@@ -116,7 +116,7 @@ class MonitoringServer:
 
 def serve(listen: str, registry: CollectorRegistry, health: Callable[[], Health]) -> MonitoringServer | None:
     """Serve /healthz and /metrics at `listen` (HOST:PORT); None when `listen` is empty."""
-    from bot.config import split_listen
+    from bot.common.config import split_listen
 
     if not listen:
         return None
@@ -131,7 +131,7 @@ def serve(listen: str, registry: CollectorRegistry, health: Callable[[], Health]
 
 def ask_health(listen: str, timeout: float = 10.0) -> Health:
     """What the /healthz at `listen` says; UserError when nothing answers there."""
-    from bot.config import split_listen
+    from bot.common.config import split_listen
 
     try:
         host, port = split_listen(listen)

@@ -1,6 +1,6 @@
 """Settings: `config.toml` in one typed object.
 
-    >>> from bot.config import find_config, load_settings
+    >>> from bot.common.config import find_config, load_settings
     >>> settings = load_settings()            # ./config.toml, or $HUGGINGTWEETS_CONFIG, or built-in defaults
     >>> settings.train.learning_rate
     0.0001372
@@ -13,7 +13,7 @@ Which file: `--config PATH` (the command line hands it to `load_settings`), else
 `CONFIG_TEMPLATE` is every key with its default and a comment, as `huggingtweets init` writes it.
 
 Every key has a default, so a file only needs the keys it changes. Secrets never come from the file:
-each adapter reads its own from the environment (HF_TOKEN, X_*), and `bot.errors.scrub` masks them
+each adapter reads its own from the environment (HF_TOKEN, X_*), and `bot.common.errors.scrub` masks them
 in anything shown or logged.
 """
 
@@ -28,10 +28,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.errors import ConfigError, UserError
+from bot.common.errors import ConfigError, UserError
 
 # Every key, its default and why, commented: package data, so any install carries it (`huggingtweets init`).
-CONFIG_TEMPLATE = Path(__file__).resolve().parent / "config.toml"
+CONFIG_TEMPLATE = Path(__file__).resolve().parent.parent / "config.toml"
 DEFAULT_CONFIG_PATH = CONFIG_TEMPLATE  # the earlier name of the template
 CONFIG_ENV = "HUGGINGTWEETS_CONFIG"
 CONFIG_FILE_NAME = "config.toml"
@@ -142,7 +142,7 @@ class BotSettings(Section):
     @classmethod
     def _blocklist_entries(cls, entries: list[str]) -> list[str]:
         """Each entry a handle (X or Bluesky, "@" optional) or an account id: `x:ID` or a Bluesky DID."""
-        from bot.handles import normalize_handle
+        from bot.common.handles import normalize_handle
 
         clean = []
         for entry in entries:
@@ -225,7 +225,7 @@ class SpaceSettings(Section):
 
 
 class MonitoringSettings(Section):
-    """The health and metrics endpoint of `huggingtweets run` and `worker` (bot/monitoring.py), and the logs."""
+    """The health and metrics endpoint of `huggingtweets run` and `worker` (bot/common/monitoring.py), and the logs."""
 
     # HOST:PORT for /healthz and /metrics ("" : none). No authentication: a loopback or private address.
     listen: str = Field("", max_length=300)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import CONFIG_TEMPLATE, ConfigSource, Settings, find_config, load_settings
-from bot.errors import ConfigError
+from bot.common.config import CONFIG_TEMPLATE, ConfigSource, Settings, find_config, load_settings
+from bot.common.errors import ConfigError
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
