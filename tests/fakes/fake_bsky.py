@@ -39,10 +39,10 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import regex
+from loopback import LoopbackHandler, LoopbackServer
 
 from bot.data.synthetic import FRIENDS, synthetic_tweets
 
@@ -112,8 +112,10 @@ class XrpcError(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-class FakeBluesky:
+class FakeBluesky(LoopbackServer):
     """The server and its state. Use as a context manager (or `start()` / `stop()`)."""
+
+    thread_name = "fake-bsky"
 
     def __init__(self, default_users: bool = True, session_seconds: float = SESSION_SECONDS):
         self.lock = threading.RLock()
@@ -131,8 +133,6 @@ class FakeBluesky:
         self._faults: list[Fault] = []
         self._last_tid = 0
         self._last_index_time = 0.0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         if default_users:  # built once per process, then copied: a few thousand records take a while
             world = _default_world()
             self.accounts = {did: replace(a, labels=list(a.labels), negated=list(a.negated), feed=list(a.feed))
@@ -145,31 +145,8 @@ class FakeBluesky:
 
     # --- life cycle -----------------------------------------------------------------------------
 
-    def start(self) -> FakeBluesky:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-bsky", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBluesky:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server, "start the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def handler(self) -> type[LoopbackHandler]:
+        return _Handler
 
     def env(self) -> dict[str, str]:
         """The environment a client needs to use this server (for a subprocess: `{**os.environ, **fake.env()}`)."""
@@ -454,20 +431,10 @@ FAULT_ERRORS = {429: ("RateLimitExceeded", "Rate Limit Exceeded"), 500: ("Intern
                 504: ("UpstreamTimeout", "Upstream Timeout")}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     fake: FakeBluesky
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def _handle(self, method: str) -> None:
+    def respond(self, method: str) -> None:
         fake = self.fake
         url = urlsplit(self.path)
         nsid = url.path.removeprefix("/xrpc/")

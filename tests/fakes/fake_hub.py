@@ -58,12 +58,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+from loopback import LoopbackServer
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
 # The .gitattributes a new model repo starts with on the Hub (abridged): these patterns go to LFS.
@@ -208,8 +209,10 @@ class Response:
         return cls(status, json.dumps(value).encode(), {"Content-Type": content_type})
 
 
-class FakeHub:
+class FakeHub(LoopbackServer):
     """The loopback Hub. State is plain attributes, for tests to inspect: `repos`, `requests`."""
+
+    thread_name = "fake-hub"
 
     def __init__(self) -> None:
         self._storage = tempfile.TemporaryDirectory(prefix="fake-hub-")
@@ -223,44 +226,25 @@ class FakeHub:
         self.add_token(self.token, user="loopback-tester")
         self.jobs: dict[str, Job] = {}  # the Jobs service's jobs by id, in the order they were submitted
         self.scheduling_seconds = 0.2  # how long a job waits for a machine before it runs
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- life cycle -------------------------------------------------------------------------------------
 
-    def start(self) -> FakeHub:
-        hub = self
-
-        class Handler(_Handler):
-            fake = hub
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
-        self._thread.start()
-        return self
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def stop(self) -> None:
         with self.lock:
             for job in self.jobs.values():
                 self._end_job(job, "CANCELED", "the loopback Hub stopped")
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
+        super().stop()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__exit__(*exc)
         self._storage.cleanup()
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() the hub first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base_url
 
     def reset(self) -> None:
         """Forget every repo, request, fault and job (ending those still running); keep the tokens and the

@@ -31,10 +31,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import twitter_rules
+from loopback import LoopbackHandler, LoopbackServer
 from oauthlib.common import Request as OAuthRequest
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 
@@ -112,8 +112,10 @@ class ApiError(Exception):
         self.status, self.body = status, body
 
 
-class FakeX:
+class FakeX(LoopbackServer):
     """The server and its state. Use as a context manager (or `start()` / `stop()`)."""
+
+    thread_name = "fake-x"
 
     def __init__(self, default_users: bool = True):
         self.lock = threading.RLock()
@@ -126,38 +128,13 @@ class FakeX:
         self.users_served = 0
         self._faults: list[Fault] = []
         self._next_id = FIRST_NEW_ID
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         if default_users:
             self._add_default_users()
 
     # --- life cycle -----------------------------------------------------------------------------
 
-    def start(self) -> FakeX:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-x", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeX:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server, "start the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def handler(self) -> type[LoopbackHandler]:
+        return _Handler
 
     def env(self) -> dict[str, str]:
         """The environment a client needs to use this server (for a subprocess: `{**os.environ, **fake.env()}`)."""
@@ -284,23 +261,10 @@ class FakeX:
 # --- the HTTP side ---------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     fake: FakeX
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def _handle(self, method: str) -> None:
+    def respond(self, method: str) -> None:
         fake = self.fake
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}

@@ -333,8 +333,8 @@ def test_a_rate_limit_is_waited_out_no_sooner_than_the_reset_x_gives(bot, x):
 def test_status_shows_what_each_request_cost_on_x(bot, x):
     x.add_mention("carol", "@huggingtweets train @dora")
     bot.run_ok()
-    reused = x.add_mention("dave", "@huggingtweets train @dora")
-    refused = x.add_mention("dave", "@huggingtweets help")
+    x.add_mention("dave", "@huggingtweets train @dora")
+    x.add_mention("dave", "@huggingtweets help")
     bot.run_ok()
 
     spend = {r["id"]: r["spend_usd"] for r in status_json(bot)["requests"]}

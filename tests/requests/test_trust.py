@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from fake_x import FakeX
 from bot_process import BotRunner
+from waiting import wait_until
 
 from bot.cli import to_toml
 from bot.common.config import Settings
@@ -195,7 +196,7 @@ def test_a_forged_result_gets_no_reply_with_its_link_and_is_never_reused(tmp_pat
         process = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "run", "--once"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    env={**bot.env(), **queue.env()}, cwd=tmp_path)
-        job_id = wait_for(lambda: job_of(tmp_path), "the job handed to the queue", process)
+        job_id = wait_until(lambda: job_of(tmp_path), "the job handed to the queue", timeout=120, process=process)
         # Whoever can write to Redis answers for the worker: a made-up model, a phishing link.
         claim = {"repo_id": "huggingtweets/eli", "model_url": "https://evil.example/login",
                  "commit_url": "https://evil.example/c", "commit_id": "0" * 40,
@@ -228,15 +229,6 @@ def queue_redis(queue):
     import redis
 
     return redis.Redis.from_url(queue.redis.url)
-
-
-def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert process.poll() is None, f"the bot ended before {what}: {process.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.1)
-    return found
 
 
 @pytest.mark.slow

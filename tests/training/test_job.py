@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from bot.training import job
 from bot.data.archive import open_archive
@@ -109,13 +110,6 @@ def test_the_job_dies_with_the_bot_that_started_it(tmp_path, dataset, when):
     bot.wait()
     wait_until(lambda: not _alive(child_pid), "the job ended with the bot", timeout=10)
     assert "training failed" not in (folder / "train.log").read_text(), "it ended by itself, not with the bot"
-
-
-def wait_until(condition, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
 
 
 def _maps(pid: int) -> str:

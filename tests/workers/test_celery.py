@@ -17,6 +17,7 @@ import pytest
 from redis_queue import REDIS_SERVER, Queue, free_port
 from bot_process import BotProcess, assert_each_answered_once, keyed_commits, mention_burst, replies_to
 from fake_x import FakeX
+from waiting import wait_until
 
 from bot.workers.celery_app import HEARTBEAT_SECONDS, check_name_free, default_worker_name, list_workers, wait_for_broker
 from bot.cli import to_toml
@@ -205,14 +206,6 @@ def task_result(url: str, task_id: str):
     raw = redis.Redis.from_url(url).get(f"celery-task-meta-{task_id}")
     meta = json.loads(raw) if raw else {}
     return meta.get("result") if meta.get("status") == "SUCCESS" else None
-
-
-def wait_until(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.1)
-    return found
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from bot_process import BotProcess, assert_each_answered_once, keyed_commits, mention_burst, replies_to
 from fake_x import FakeX
+from waiting import wait_until
 
 from bot.cli import to_toml
 from bot.common.config import Settings, parse_settings
@@ -88,14 +89,6 @@ def test_settings_of_hf_jobs_are_checked_with_one_line():
 
 
 # --- the executor against the loopback Jobs service ----------------------------------------------------
-
-
-def wait_until(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.1)
-    return found
 
 
 def test_a_failed_jobs_log_comes_back_masked(fake_hub, monkeypatch, tmp_path):
