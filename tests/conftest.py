@@ -27,8 +27,16 @@ _DEFAULTS = os.path.join(os.environ["HUGGINGTWEETS_TEST_CACHE"], "defaults.toml"
 open(_DEFAULTS, "w").close()
 os.environ["HUGGINGTWEETS_CONFIG"] = _DEFAULTS
 
+import signal
+
 import pytest
 from fake_hub import FakeHub
+
+# Some tests stop a command with Ctrl-C (SIGINT). A shell that starts the tests in the background (`pytest &`
+# in a script) hands them SIGINT ignored, which every command they start would inherit, and Python then never
+# sees it: give this process, and so its commands, the default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # One loopback Hub for the session, listening before any test imports huggingface_hub (which reads
 # HF_ENDPOINT at import): in-process calls and subprocesses alike reach it, never the real Hub.

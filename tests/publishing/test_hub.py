@@ -63,6 +63,11 @@ LINES = [
 ] * 8
 
 
+
+# One process builds the model the module publishes (a module fixture), under pytest-xdist too.
+pytestmark = pytest.mark.xdist_group("hub")
+
+
 def build_tiny_model(folder: Path) -> None:
     """A model folder as training writes it, small enough to build in a second."""
     import torch

@@ -36,6 +36,12 @@ needs_gradio = pytest.mark.skipif(importlib.util.find_spec("gradio") is None,
                                   reason="Gradio is not installed (pip install -e '.[space]')")
 
 
+
+# One process makes the models, the local Hub and the served playground for the module (module fixtures),
+# under pytest-xdist too.
+pytestmark = pytest.mark.xdist_group("space")
+
+
 def chromium_and_driver() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")

@@ -23,6 +23,11 @@ from bot.data.dataset import build_dataset
 ROOT = Path(__file__).resolve().parents[2]
 
 
+
+# One process trains the `trained` model for the whole module (a module fixture), under pytest-xdist too.
+pytestmark = pytest.mark.xdist_group("train")
+
+
 @pytest.fixture(scope="session")
 def tiny_cache() -> Path:
     """The session's tiny-model cache (see conftest.py), away from the user's."""

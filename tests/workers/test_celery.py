@@ -25,8 +25,10 @@ from bot.common.config import CelerySettings, Settings
 from bot.common.errors import UsageError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server binary on this machine "
-                                "(apt-get install redis-server; .ci/run installs it)")
+# One Redis and one pair of workers for the module (the `queue` fixture), in one process under pytest-xdist too.
+pytestmark = [pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server binary on this machine "
+                                 "(apt-get install redis-server; .ci/run installs it)"),
+              pytest.mark.xdist_group("celery")]
 # The promise of docs/recovery.md: a job whose worker vanished is handed to another within this.
 LOST_AFTER = CelerySettings().worker_lost_seconds
 HANDOVER_BOUND = LOST_AFTER + 10
