@@ -157,10 +157,10 @@ def _mask_one(text: str, secret: str) -> str:
     return "".join(out)
 
 
-def clip(text: str, limit: int = 300) -> str:
-    """`text` made inert (see `inert`), on one line, and cut to `limit` characters with "…": for anything
-    shown or stored."""
-    text = " ".join(inert(text).split())
+def clip(text: str, limit: int = 300, secrets: Iterable[str] = ()) -> str:
+    """`text` made inert (see `inert`, which masks `secrets` too), on one line, and cut to `limit` characters
+    with "…": for anything shown or stored. Masked before it is cut, so no piece of a secret is left at the cut."""
+    text = " ".join(inert(text, secrets).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from bot.common.errors import scrub
+from bot.common.errors import inert
 
 # The fields a record may carry about its request, in the order a JSON line shows them.
 ABOUT_FIELDS = ("request", "state", "network")
@@ -64,24 +64,25 @@ class AboutFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line, with every secret from the environment masked."""
+    """One JSON object per record, on one line, every field made inert (`bot.common.errors.inert`): no
+    secret, and no control character that JSON would leave raw (C1, bidirectional controls)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": scrub(record.getMessage()),
+            "message": inert(record.getMessage()),
         }
         for key in ABOUT_FIELDS:
             value = getattr(record, key, None)
             if value is not None:
-                entry[key] = value if isinstance(value, (int, float)) else scrub(str(value))
+                entry[key] = value if isinstance(value, (int, float)) else inert(value)
         if record.exc_info:
-            entry["exception"] = scrub(self.formatException(record.exc_info))
+            entry["exception"] = inert(self.formatException(record.exc_info))
         elif record.exc_text:
-            entry["exception"] = scrub(record.exc_text)
-        # Masked field by field rather than as a whole line: JSON escapes would hide a secret from `scrub`.
+            entry["exception"] = inert(record.exc_text)
+        # Made inert field by field rather than as a whole line: JSON escapes would hide a secret from `mask`.
         return json.dumps(entry, ensure_ascii=False)
 
 

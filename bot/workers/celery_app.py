@@ -310,17 +310,17 @@ def wait_for_broker(url: str, seconds: float):
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-    shown, password = shown_url(url), urlsplit(url).password
+    shown, secrets = shown_url(url), broker_secrets(url)
     deadline, said = time.monotonic() + seconds, False
     while True:
         try:
             client.ping()
             return client
         except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as e:
-            raise UserError(mask(clip(f"the broker at {shown} refused this worker ({e}): check the password in "
-                                      "CELERY_BROKER_URL or [celery] broker_url"), [password or ""])) from None
+            raise UserError(clip(f"the broker at {shown} refused this worker ({e}): check the password in "
+                                 "CELERY_BROKER_URL or [celery] broker_url", secrets=secrets)) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
-            reason = mask(clip(str(e), 120), [password or ""]) or type(e).__name__
+            reason = clip(str(e), 120, secrets) or type(e).__name__
             if time.monotonic() >= deadline:
                 raise UserError(f"cannot reach the broker at {shown} ({reason}); check that Redis runs there and "
                                 "that CELERY_BROKER_URL or [celery] broker_url names it") from None
@@ -621,9 +621,9 @@ def list_workers(settings: Settings) -> list[dict]:
             pipe.pttl(key)
         answers = pipe.execute()
     except (redis.exceptions.RedisError, OSError) as e:
-        raise UserError(mask(clip(f"cannot read the workers from the broker at {shown_url(url)} ({e}); check that "
-                                  "Redis runs there and that CELERY_BROKER_URL or [celery] broker_url names it"),
-                             broker_secrets(url))) from None
+        raise UserError(clip(f"cannot read the workers from the broker at {shown_url(url)} ({e}); check that "
+                             "Redis runs there and that CELERY_BROKER_URL or [celery] broker_url names it",
+                             secrets=broker_secrets(url))) from None
     finally:
         client.close()
     workers = []
@@ -646,8 +646,8 @@ def list_workers(settings: Settings) -> list[dict]:
 def _request_key(request_dir: Path) -> str:
     """The key of the request a folder holds (`bot.training.job.TrainJob.request_key`), else the folder's name."""
     try:
-        spec = job.TrainJob.model_validate_json((request_dir / job.JOB_FILE).read_bytes())
-    except (OSError, ValueError):
+        spec = job.read_job(request_dir)
+    except (OSError, UserError):
         return request_dir.name
     return spec.request_key or request_dir.name
 

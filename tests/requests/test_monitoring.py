@@ -11,6 +11,7 @@ import ctypes
 import json
 import logging
 import math
+import secrets
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.cli import to_toml
 from bot.common.config import parse_settings
-from bot.common.errors import ConfigError
+from bot.common.errors import ConfigError, hide_in_logs
 from bot.publishing.facts import RunFacts
 from bot.sources.local import LocalX
 from bot.common.logs import AboutFilter, JsonFormatter, about
@@ -307,6 +308,8 @@ def test_a_workers_healthz_says_when_its_broker_cannot_be_reached_and_when_it_an
 def test_json_log_lines_carry_the_request_and_mask_secrets(monkeypatch):
     token = "hf_" + "QuiteSecretTokenValue123"
     monkeypatch.setenv("HF_TOKEN", token)
+    session = "sess-" + secrets.token_hex(12)
+    hide_in_logs([], [session])
     stream = StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(AboutFilter())
@@ -318,16 +321,20 @@ def test_json_log_lines_carry_the_request_and_mask_secrets(monkeypatch):
     try:
         with about(network="bluesky"), about(request=7, state="training"):
             logger.info("request 7: the Hub refused %s \"quoted\"", token)
+            logger.info("a server said \x9b2J\u202egnp.exe\x1b]0;title\x07 with session %s", session)
             logger.info("request 7: training -> publishing", extra={"state": "publishing"})
         logger.warning("outside any request")
     finally:
         logger.removeHandler(handler)
-    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
+    first, hostile, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == 'request 7: the Hub refused *** "quoted"'
+    # JSON escapes C0 controls but leaves C1 and bidirectional ones raw: each field is made inert first, and a
+    # session token the bot was handed (no variable names it) is masked as in plain lines.
+    assert hostile["message"] == "a server said gnp.exe with session ***"
     assert (first["request"], first["state"], first["network"]) == (7, "training", "bluesky")
     assert second["state"] == "publishing"  # a line says which state it is about
     assert set(third) == {"time", "level", "logger", "message"} and third["level"] == "WARNING"
-    assert token[:8] not in stream.getvalue()
+    assert token[:8] not in stream.getvalue() and session[:8] not in stream.getvalue()
 
 
 # --- the service units ------------------------------------------------------------------------------------------
